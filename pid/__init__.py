@@ -1,0 +1,25 @@
+"""pid: the PiD pixel-diffusion decoder, checkpoint-compatible with NVIDIA's release."""
+
+from pid.configs import RELEASED_CHECKPOINTS, released_config
+from pid.images import to_pil, to_uint8
+from pid.loading import CheckpointMismatchError, load, save_safetensors
+from pid.model import DecodeContext, PiDNet, StepConditioning, build_model
+from pid.sampler import DISTILLED_T_LIST, Decoder
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "RELEASED_CHECKPOINTS",
+    "CheckpointMismatchError",
+    "DISTILLED_T_LIST",
+    "DecodeContext",
+    "Decoder",
+    "PiDNet",
+    "StepConditioning",
+    "build_model",
+    "load",
+    "released_config",
+    "save_safetensors",
+    "to_pil",
+    "to_uint8",
+]

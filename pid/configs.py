@@ -1,0 +1,150 @@
+"""Constructor configs of the released PiD checkpoints, keyed by checkpoint name.
+
+Every config uses the official constructor kwarg names (the ones in the release's
+`PidNet.__init__` and in the golden JSON's `config`), so a dict taken from either
+can be passed to `pid.build_model` unchanged. The seven distinct architectures
+are one v1 base plus small overrides; the manifests in `shared/golden/manifests`
+are the ground truth the tests compare against.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Mapping
+
+# v1 (PiD_res2k_sr4x_official_flux_distill_4step): per-token-per-dim gates,
+# zero conv padding, 1024 px NTK RoPE reference, 16-channel 8x VAE latent.
+_V1: dict[str, Any] = {
+    "in_channels": 3,
+    "num_groups": 24,
+    "hidden_size": 1536,
+    "pixel_hidden_size": 16,
+    "pixel_attn_hidden_size": 1152,
+    "pixel_num_groups": 16,
+    "patch_depth": 14,
+    "pixel_depth": 2,
+    "num_text_blocks": 4,
+    "patch_size": 16,
+    "txt_embed_dim": 2304,
+    "txt_max_length": 300,
+    "use_text_rope": True,
+    "text_rope_theta": 10000.0,
+    "rope_mode": "ntk_aware",
+    "rope_ref_h": 1024,
+    "rope_ref_w": 1024,
+    "repa_encoder_index": 6,
+    "enable_ed": False,
+    "ed_compress_ratio": 1,
+    "ed_depth_per_stage": 1,
+    "ed_window_size": 2,
+    "ed_num_heads": None,
+    "ed_hidden_size": None,
+    "ed_use_token_shuffle": True,
+    "lq_inject_mode": "controlnet",
+    "lq_in_channels": 0,
+    "lq_latent_channels": 16,
+    "lq_hidden_dim": 512,
+    "lq_num_res_blocks": 4,
+    "lq_latent_unpatchify_factor": 1,
+    "lq_aux_rgb_head": False,
+    "lq_aux_rgb_head_latent_block_idx": -1,
+    "lq_conv_padding_mode": "zeros",
+    "lq_gate_type": "sigma_aware_per_token_per_dim",
+    "lq_interval": 2,
+    "zero_init_lq": True,
+    "train_lq_proj_only": False,
+    "sr_scale": 4,
+    "latent_spatial_down_factor": 8,
+    "pit_lq_inject": False,
+}
+
+# v1.5: per-token gates, replicate padding, 2048 px RoPE reference, wider LQ
+# adapter, PiT injection and the (training-only) aux RGB head.
+_V15_OVERRIDES: dict[str, Any] = {
+    "rope_ref_h": 2048,
+    "rope_ref_w": 2048,
+    "lq_hidden_dim": 1024,
+    "lq_aux_rgb_head": True,
+    "lq_conv_padding_mode": "replicate",
+    "lq_gate_type": "sigma_aware_per_token",
+    "pit_lq_inject": True,
+}
+
+_LATENT_16_DOWN8: dict[str, Any] = {}
+_LATENT_FLUX2: dict[str, Any] = {"lq_latent_channels": 128, "latent_spatial_down_factor": 16}
+
+_ARCHITECTURES: dict[str, dict[str, Any]] = {
+    "v1_sr4x_lat16_down8": {**_V1},
+    "v1_sr4x_lat128_down16": {**_V1, **_LATENT_FLUX2},
+    "v1_sr4x_lat768_down16": {**_V1, "lq_latent_channels": 768, "latent_spatial_down_factor": 16},
+    "v1_sr8x_lat1152_down16": {
+        **_V1,
+        "lq_latent_channels": 1152,
+        "sr_scale": 8,
+        "latent_spatial_down_factor": 16,
+    },
+    "v1_sr4x_lat4_down8": {**_V1, "lq_latent_channels": 4},
+    "v15_sr4x_lat16_down8": {**_V1, **_V15_OVERRIDES},
+    # Flux.2 latents arrive 2x2-patchified (128 ch at 16x); v1.5 unpatchifies them
+    # to 32 ch at 8x before the adapter, v1 feeds the 128 channels directly.
+    "v15_sr4x_lat128_down16_unpatchify2": {
+        **_V1,
+        **_V15_OVERRIDES,
+        **_LATENT_FLUX2,
+        "lq_latent_unpatchify_factor": 2,
+    },
+}
+
+# Released checkpoint name -> architecture name. The undistilled v1.5 teachers
+# share the distilled students' architecture; only the sampler differs.
+RELEASED_CHECKPOINTS: dict[str, str] = {
+    "PiD_res2k_sr4x_official_flux_distill_4step": "v1_sr4x_lat16_down8",
+    "PiD_res2k_sr4x_official_sd3_distill_4step": "v1_sr4x_lat16_down8",
+    "PiD_res2kto4k_sr4x_official_sd3_distill_4step": "v1_sr4x_lat16_down8",
+    "PiD_res2k_sr4x_official_flux2_distill_4step": "v1_sr4x_lat128_down16",
+    "PiD_res2k_sr4x_official_dinov2_distill_4step": "v1_sr4x_lat768_down16",
+    "PiD_res2k_sr8x_official_siglip_distill_4step": "v1_sr8x_lat1152_down16",
+    "PiD_res2kto4k_sr4x_official_sdxl_distill_4step": "v1_sr4x_lat4_down8",
+    "PiD_v1pt5_res2kto4k_sr4x_official_flux_distill_4step": "v15_sr4x_lat16_down8",
+    "PiD_v1pt5_res2kto4k_sr4x_official_qwenimage_distill_4step": "v15_sr4x_lat16_down8",
+    "PiD_v1pt5_res2kto4k_sr4x_official_flux2_distill_4step": "v15_sr4x_lat128_down16_unpatchify2",
+    "PiD_v1pt5_res2kto4k_sr4x_official_flux_undistilled": "v15_sr4x_lat16_down8",
+    "PiD_v1pt5_res2kto4k_sr4x_official_qwenimage_undistilled": "v15_sr4x_lat16_down8",
+    "PiD_v1pt5_res2kto4k_sr4x_official_flux2_undistilled": "v15_sr4x_lat128_down16_unpatchify2",
+}
+
+# Kwargs the release accepts but which only matter for training, or select paths
+# no released checkpoint takes; they are accepted and checked, never used.
+TRAINING_ONLY_KWARGS = ("repa_encoder_index", "zero_init_lq", "train_lq_proj_only", "num_text_blocks")
+# Values for kwargs a config dict omits: the v1 release's (not the official
+# constructor's research defaults, which no checkpoint uses).
+DEFAULTS: dict[str, Any] = {**_V1}
+
+
+def architecture_names() -> list[str]:
+    return sorted(_ARCHITECTURES)
+
+
+def released_config(name: str) -> dict[str, Any]:
+    """Config of a released checkpoint (or of an architecture name), as a fresh dict."""
+    arch = RELEASED_CHECKPOINTS.get(name, name)
+    if arch not in _ARCHITECTURES:
+        known = ", ".join(sorted(RELEASED_CHECKPOINTS))
+        raise KeyError(f"unknown PiD checkpoint {name!r}; known checkpoints: {known}")
+    return copy.deepcopy(_ARCHITECTURES[arch])
+
+
+def resolve_config(config: str | Mapping[str, Any]) -> dict[str, Any]:
+    """A checkpoint/architecture name or a kwargs dict -> a complete kwargs dict."""
+    if isinstance(config, str):
+        return released_config(config)
+    if not isinstance(config, Mapping):
+        raise TypeError(f"config must be a checkpoint name or a dict of constructor kwargs, got {type(config)!r}")
+    unknown = sorted(set(config) - set(DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown PiD config keys {unknown}; valid keys: {sorted(DEFAULTS)}")
+    return {**DEFAULTS, **config}
+
+
+def is_distilled(name: str) -> bool:
+    return name in RELEASED_CHECKPOINTS and name.endswith("_distill_4step")
