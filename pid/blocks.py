@@ -120,13 +120,15 @@ class MMDiTBlock(nn.Module):
             txt_key_mask,
             with_text_output,
         )
-        image_tokens = ops.gated_residual(image_tokens, gate_a, attn_img)
-        mlp_in = ops.rms_norm_modulate(image_tokens, self.norm_x2.weight, shift_m, scale_m)
+        image_tokens, mlp_in = ops.gated_residual_rms_norm_modulate(
+            image_tokens, gate_a, attn_img, self.norm_x2.weight, shift_m, scale_m
+        )
         image_tokens = ops.gated_residual(image_tokens, gate_m, self.mlp_x(mlp_in))
         if not with_text_output:
             return image_tokens, None
-        text_tokens = ops.gated_residual(text_tokens, t_gate_a, attn_txt)
-        text_mlp_in = ops.rms_norm_modulate(text_tokens, self.norm_y2.weight, t_shift_m, t_scale_m)
+        text_tokens, text_mlp_in = ops.gated_residual_rms_norm_modulate(
+            text_tokens, t_gate_a, attn_txt, self.norm_y2.weight, t_shift_m, t_scale_m
+        )
         text_tokens = ops.gated_residual(text_tokens, t_gate_m, self.mlp_y(text_mlp_in))
         return image_tokens, text_tokens
 

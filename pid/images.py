@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from pid import ops
+
 ROUNDINGS = ("release", "nearest")
 
 
@@ -18,10 +20,7 @@ def to_uint8(images: torch.Tensor, rounding: str = "release") -> torch.Tensor:
         raise ValueError(f"rounding must be one of {ROUNDINGS}, got {rounding!r}")
     if images.dim() != 4 or images.shape[1] != 3:
         raise ValueError(f"images must be [B, 3, H, W], got shape {tuple(images.shape)}")
-    scaled = (images.float().clamp(-1, 1) + 1) * 127.5
-    if rounding == "nearest":
-        scaled = scaled.round()
-    return scaled.to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+    return ops.image_to_uint8(images, rounding == "nearest")
 
 
 def to_pil(images: torch.Tensor, rounding: str = "release") -> list:

@@ -260,6 +260,18 @@ class PiDNet(nn.Module):
 
     def velocity(self, x_t: torch.Tensor, context: DecodeContext, conditioning: StepConditioning) -> torch.Tensor:
         """The per-step network work: x_t [B, 3, H, W] -> velocity [B, 3, H, W]."""
+        final = self.final_layer
+        return ops.pixels_to_image(
+            self.pixel_features(x_t, context, conditioning),
+            final.norm.weight,
+            final.linear.weight,
+            final.linear.bias,
+            context.image_hw,
+            self.patch_size,
+        )
+
+    def pixel_features(self, x_t: torch.Tensor, context: DecodeContext, conditioning: StepConditioning):
+        """Everything but the final layer: x_t [B, 3, H, W] -> pixel tokens [B*Li, P2, Dp]."""
         batch = x_t.shape[0]
         x_t = x_t.to(self.dtype)
         proj = self.s_embedder.proj
@@ -290,10 +302,7 @@ class PiDNet(nn.Module):
         pixels = ops.pixel_embed(x_t, pix.weight, pix.bias, context.pixel_positions, self.patch_size)
         for block in self.pixel_blocks:
             pixels = block(pixels, patch_condition, batch, context.pixel_rope)
-        final = self.final_layer
-        return ops.pixels_to_image(
-            pixels, final.norm.weight, final.linear.weight, final.linear.bias, context.image_hw, self.patch_size
-        )
+        return pixels
 
     def forward(
         self,

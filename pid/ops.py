@@ -75,6 +75,22 @@ def gated_residual(x: torch.Tensor, gate: torch.Tensor, y: torch.Tensor) -> torc
 
 
 @seam
+def gated_residual_rms_norm_modulate(
+    x: torch.Tensor,
+    gate: torch.Tensor,
+    y: torch.Tensor,
+    weight: torch.Tensor,
+    shift: torch.Tensor,
+    scale: torch.Tensor,
+    eps: float = RMS_EPS,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The chain between a block's attention and its MLP, one read of x:
+    x' = x + gate * y and rms_norm_modulate(x', ...). Returns (x', modulated x')."""
+    updated = gated_residual.reference(x, gate, y)
+    return updated, rms_norm_modulate.reference(updated, weight, shift, scale, eps)
+
+
+@seam
 def sigma_gate(
     x: torch.Tensor,
     lq: torch.Tensor,
@@ -209,6 +225,15 @@ def pit_pixel_mlp(
 
 
 @seam
+def image_to_uint8(images: torch.Tensor, round_to_nearest: bool) -> torch.Tensor:
+    """[B, 3, H, W] in [-1, 1] -> uint8 [B, H, W, 3]: (x + 1) * 127.5, truncated toward
+    zero (the release's writer) or rounded half to even."""
+    scaled = (images.float().clamp(-1, 1) + 1) * 127.5
+    if round_to_nearest:
+        scaled = scaled.round()
+    return scaled.to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+
 def sampler_update(
     x_t: torch.Tensor, velocity: torch.Tensor, t: torch.Tensor, t_next: torch.Tensor, noise: Optional[torch.Tensor]
 ) -> torch.Tensor:
@@ -221,3 +246,21 @@ def sampler_update(
     if noise is None:
         return x0
     return (1.0 - t_next) * x0 + t_next * noise
+
+
+@seam
+def unembed_sampler_update(
+    pixels: torch.Tensor,
+    norm_weight: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    image_hw: tuple[int, int],
+    patch_size: int,
+    x_t: torch.Tensor,
+    t: torch.Tensor,
+    t_next: torch.Tensor,
+    noise: Optional[torch.Tensor],
+) -> torch.Tensor:
+    """Final layer, un-patchify and sampler step in one: the next x_t (x0 on the last step)."""
+    velocity = pixels_to_image.reference(pixels, norm_weight, weight, bias, image_hw, patch_size)
+    return sampler_update(x_t, velocity.float(), t, t_next, noise)

@@ -142,8 +142,20 @@ class Decoder:
             step_range = tqdm(step_range, desc="PiD decode", unit="step")
         for step in step_range:
             with timer.stage("network"):
-                velocity = net.velocity(x, context, all_steps.rows(step * batch, (step + 1) * batch))
-            with timer.stage("sampler update"):
+                pixels = net.pixel_features(x, context, all_steps.rows(step * batch, (step + 1) * batch))
+            with timer.stage("unembed + update"):
                 fresh = draws[step + 1] if step + 1 < steps else None
-                x = ops.sampler_update(x, velocity.float(), t_list[step], t_list[step + 1], fresh)
+                final = net.final_layer
+                x = ops.unembed_sampler_update(
+                    pixels,
+                    final.norm.weight,
+                    final.linear.weight,
+                    final.linear.bias,
+                    image_hw,
+                    net.patch_size,
+                    x,
+                    t_list[step],
+                    t_list[step + 1],
+                    fresh,
+                )
         return x.clamp(-1, 1) if clamp else x

@@ -6,6 +6,16 @@ import json
 import os
 from pathlib import Path
 
+# Without a GPU, Triton kernels run under the interpreter; it must be chosen before
+# triton is first imported.
+try:
+    import torch as _torch_probe
+
+    if not _torch_probe.cuda.is_available():
+        os.environ.setdefault("TRITON_INTERPRET", "1")
+except ImportError:  # pragma: no cover
+    pass
+
 import pytest
 import torch
 
@@ -78,3 +88,13 @@ def _single_thread_determinism():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `gpu` run only where CUDA is available."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

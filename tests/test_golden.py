@@ -67,14 +67,17 @@ def test_sampler_per_step_velocities(golden):
     g = golden("v1_tiny")
     net = pid.load(g.weights(), config=g.config)
     seen = []
-    original = net.velocity
+    original = net.pixel_features
 
     def record(x_t, context, conditioning):
-        velocity = original(x_t, context, conditioning)
-        seen.append(velocity)
-        return velocity
+        pixels = original(x_t, context, conditioning)
+        final = net.final_layer
+        seen.append(pid.ops.pixels_to_image(
+            pixels, final.norm.weight, final.linear.weight, final.linear.bias, context.image_hw, 16
+        ))
+        return pixels
 
-    net.velocity = record
+    net.pixel_features = record
     noise = [g["sampler.noise"]] + [g[f"sampler.eps.{i}"] for i in range(3)]
     pid.Decoder(net).decode(
         g["sampler.inputs.lq_latent"], g["sampler.inputs.degrade_sigma"], g["sampler.inputs.y"], noise=noise

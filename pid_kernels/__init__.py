@@ -1,0 +1,31 @@
+"""pid_kernels: fused Triton and CUDA ops for PiD, one module per op.
+
+Every op module holds the op's PyTorch reference (from `pid.ops`), its kernel,
+its `torch.library` registration with a fake implementation, and `supports(...)`.
+`enable()` routes the model's seams to the kernels; `PID_FORCE_TRITON=1` in the
+environment enables every Triton op at import, strictly.
+"""
+
+from pid_kernels.registry import CALLS, REGISTRY, KernelOp, KernelRefused, disable, enable, enabled, register
+from pid_kernels.runtime import force_triton
+
+__all__ = ["CALLS", "REGISTRY", "KernelOp", "KernelRefused", "disable", "enable", "enabled", "register"]
+
+# Modules of this package that are infrastructure, not ops.
+_INFRASTRUCTURE = {"registry", "runtime", "tuning"}
+
+
+def _import_ops() -> None:
+    """Import every op module; each registers its KernelOp(s) on import."""
+    import importlib
+    import pkgutil
+
+    for module in pkgutil.iter_modules(__path__):
+        if module.name not in _INFRASTRUCTURE and not module.name.startswith("_"):
+            importlib.import_module(f"pid_kernels.{module.name}")
+
+
+_import_ops()
+
+if force_triton():
+    enable([name for name, op in REGISTRY.items() if op.backend == "triton"], strict=True)
