@@ -37,8 +37,8 @@ class StageTimer:
     def table(self) -> str:
         """A plain-text table: stage, calls, total ms, share of the total."""
         total = sum(self.seconds.values()) or 1.0
-        lines = [f"{'stage':<18}{'calls':>6}{'total ms':>12}{'share':>8}"]
+        lines = [f"{'stage':<22}{'calls':>6}{'total ms':>12}{'share':>8}"]
         for name, seconds in self.seconds.items():
-            lines.append(f"{name:<18}{self.calls[name]:>6}{seconds * 1e3:>12.1f}{seconds / total:>8.1%}")
-        lines.append(f"{'total':<18}{'':>6}{total * 1e3:>12.1f}{1:>8.0%}")
+            lines.append(f"{name:<22}{self.calls[name]:>6}{seconds * 1e3:>12.1f}{seconds / total:>8.1%}")
+        lines.append(f"{'total':<22}{'':>6}{total * 1e3:>12.1f}{1:>8.0%}")
         return "\n".join(lines)

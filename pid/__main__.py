@@ -1,0 +1,5 @@
+import sys
+
+from pid.cli import main
+
+sys.exit(main())
