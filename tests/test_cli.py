@@ -1,5 +1,6 @@
 """The `pid` command line: decode, info, demo, and its errors."""
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -32,7 +33,7 @@ def test_decode_writes_the_decoder_image(files, capsys):
     ])
     assert status == 0
     expected = pid.to_uint8(pid.Decoder(net).decode(latent, 0.2, captions, seed=3))[0]
-    assert torch.equal(torch.from_numpy(__import__("numpy").asarray(Image.open(out))), expected)
+    assert torch.equal(torch.from_numpy(np.array(Image.open(out))), expected)
     assert "wrote" in capsys.readouterr().out
 
 
