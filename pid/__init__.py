@@ -1,5 +1,6 @@
 """pid: the PiD pixel-diffusion decoder, checkpoint-compatible with NVIDIA's release."""
 
+from pid.compile import CompileConfig, CompileReport, compile, revert
 from pid.configs import RELEASED_CHECKPOINTS, released_config
 from pid.images import to_pil, to_uint8
 from pid.loading import CheckpointMismatchError, load, save_safetensors
@@ -10,6 +11,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "RELEASED_CHECKPOINTS",
+    "CompileConfig",
+    "CompileReport",
+    "compile",
+    "revert",
     "CheckpointMismatchError",
     "DISTILLED_T_LIST",
     "DecodeContext",
