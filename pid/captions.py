@@ -45,6 +45,8 @@ from typing import Any, Iterable, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
+from pid import hub
+
 __all__ = [
     "CAPTION_DIM",
     "MODEL_MAX_LENGTH",
@@ -196,24 +198,6 @@ def tokenize_captions(
 # --------------------------------------------------------------------------------------------
 
 
-def _hub_cache_dirs() -> List[Path]:
-    """Hugging Face hub cache folders, in the order huggingface_hub itself would prefer them."""
-    dirs: List[Path] = []
-    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
-        if os.environ.get(var):
-            dirs.append(Path(os.environ[var]).expanduser())
-    if os.environ.get("HF_HOME"):
-        dirs.append(Path(os.environ["HF_HOME"]).expanduser() / "hub")
-    if os.environ.get("XDG_CACHE_HOME"):
-        dirs.append(Path(os.environ["XDG_CACHE_HOME"]).expanduser() / "huggingface" / "hub")
-    dirs.append(Path("~/.cache/huggingface/hub").expanduser())
-    unique: List[Path] = []
-    for d in dirs:
-        if d not in unique:
-            unique.append(d)
-    return unique
-
-
 def _missing_parts(folder: Path) -> List[str]:
     """What a usable model folder lacks (empty list when complete)."""
     missing = []
@@ -227,36 +211,16 @@ def _missing_parts(folder: Path) -> List[str]:
     return missing
 
 
-def _snapshots(repo_dir: Path) -> List[Path]:
-    """Snapshot folders of a hub cache repo folder, the one ``refs/main`` names first."""
-    snap_root = repo_dir / "snapshots"
-    if not snap_root.is_dir():
-        return []
-    ordered: List[Path] = []
-    ref = repo_dir / "refs" / "main"
-    if ref.is_file():
-        candidate = snap_root / ref.read_text().strip()
-        if candidate.is_dir():
-            ordered.append(candidate)
-    others = sorted((p for p in snap_root.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime, reverse=True)
-    ordered.extend(p for p in others if p not in ordered)
-    return ordered
-
-
 def _resolve_folder(folder: Path) -> Tuple[Optional[Path], List[str]]:
     """A complete model folder for ``folder`` (itself, or a snapshot inside a cache repo folder)."""
     notes: List[str] = []
-    candidates = [folder] + _snapshots(folder)
+    candidates = [folder] + hub.snapshots(folder)
     for cand in candidates:
         missing = _missing_parts(cand)
         if not missing:
             return cand, notes
         notes.append(f"{cand} (missing {', '.join(missing)})")
     return None, notes
-
-
-def _repo_folder_name(repo_id: str) -> str:
-    return "models--" + repo_id.replace("/", "--")
 
 
 def _how_to_get() -> str:
@@ -303,9 +267,9 @@ def find_gemma(model_path: Optional[PathLike] = None) -> Path:
         repo_ids = (text,)
 
     searched: List[str] = []
-    for cache in _hub_cache_dirs():
+    for cache in hub.cache_dirs():
         for repo_id in repo_ids:
-            repo_dir = cache / _repo_folder_name(repo_id)
+            repo_dir = hub.repo_folder(cache, repo_id)
             if not repo_dir.is_dir():
                 searched.append(f"{repo_dir} (absent)")
                 continue

@@ -24,6 +24,7 @@ from typing import Any, Mapping, Optional, Union
 
 import torch
 
+from pid import hub
 from pid.configs import RELEASED_CHECKPOINTS, architecture_names, released_config, resolve_config
 from pid.model import PiDNet
 
@@ -31,7 +32,7 @@ PREFIX = "net."
 IGNORED_PREFIXES = ("net_ema.", "fake_score.", "discriminator.")
 OPTIONAL_PREFIXES = ("lq_proj.lq_aux_rgb_head.",)
 CHECKPOINT_FILE = "model_ema_bf16.pth"
-HF_REPO_DIR = "models--nvidia--PiD"
+HF_REPO_ID = "nvidia/PiD"
 CONFIG_METADATA_KEY = "pid_config"
 
 Source = Union[str, os.PathLike, Mapping[str, torch.Tensor]]
@@ -60,25 +61,13 @@ def _preview(items, limit: int = 12) -> str:
 
 
 # ---- finding and reading files ------------------------------------------------------
-def huggingface_cache_dirs() -> list[Path]:
-    """Hub cache roots in the order huggingface_hub itself consults them."""
-    roots = []
-    if os.environ.get("HF_HUB_CACHE"):
-        roots.append(Path(os.environ["HF_HUB_CACHE"]))
-    if os.environ.get("HUGGINGFACE_HUB_CACHE"):
-        roots.append(Path(os.environ["HUGGINGFACE_HUB_CACHE"]))
-    hf_home = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface"))
-    roots.append(hf_home / "hub")
-    return roots
-
-
 def find_released_checkpoint(name: str) -> Path:
     """The local file of a released checkpoint name, from an `nvidia/PiD` hub snapshot."""
     looked = []
-    for root in huggingface_cache_dirs():
-        snapshots = root / HF_REPO_DIR / "snapshots"
-        looked.append(str(snapshots))
-        for snapshot in sorted(snapshots.glob("*")) if snapshots.is_dir() else []:
+    for cache in hub.cache_dirs():
+        repo_dir = hub.repo_folder(cache, HF_REPO_ID)
+        looked.append(str(repo_dir))
+        for snapshot in hub.snapshots(repo_dir):
             for candidate in (snapshot / "checkpoints" / name / CHECKPOINT_FILE, snapshot / name / CHECKPOINT_FILE):
                 if candidate.is_file():
                     return candidate
