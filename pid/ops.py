@@ -106,7 +106,8 @@ def sigma_gate(
     """
     content_logit = F.linear(torch.cat([x, lq], dim=-1), weight, bias)
     sigma_offset = -log_alpha.float().exp() * sigma.float().view(-1, 1, 1)
-    return x + torch.sigmoid(content_logit + sigma_offset) * lq
+    # The float32 sigma term promotes; the stream keeps its own dtype (bf16 models stay bf16).
+    return (x + torch.sigmoid(content_logit + sigma_offset) * lq).to(x.dtype)
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

@@ -86,3 +86,14 @@ def test_to_uint8_matches_release_truncation_and_nearest_rounding():
     nearest = pid.to_uint8(images, rounding="nearest").permute(0, 3, 1, 2)
     assert nearest.flatten().tolist() == [0, 1, 128, 255, 255, 255]
     assert pid.to_pil(images)[0].size == (2, 1)
+
+
+@pytest.mark.parametrize("overrides", [{}, TINY_V15])
+def test_bf16_model_decodes_close_to_fp32(overrides):
+    net = tiny_net(overrides)
+    inputs = tiny_inputs(net)
+    fp32 = pid.Decoder(net).decode(*inputs, seed=0)
+    bf16 = pid.Decoder(net.to(torch.bfloat16)).decode(*inputs, seed=0)
+    assert bf16.dtype == torch.float32
+    relative = ((bf16 - fp32).norm() / fp32.norm()).item()
+    assert relative < 0.05, relative
