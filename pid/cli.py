@@ -1,4 +1,4 @@
-"""The `pid` command: decode, info, demo."""
+"""The `pid` command: decode, info, demo, bench."""
 
 from __future__ import annotations
 
@@ -148,6 +148,13 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from pid import bench
+
+    bench.run(bench.settings_from_args(args, " ".join(["pid", *args.raw_argv])))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pid", description="PiD pixel-diffusion decoder")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -180,11 +187,19 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--out", default="out/demo.png")
     demo.set_defaults(run=cmd_demo)
+
+    from pid.bench import add_arguments
+
+    bench = commands.add_parser("bench", help="time every decode path (eager, compiled, graphs, official) end to end")
+    add_arguments(bench)
+    bench.set_defaults(run=cmd_bench)
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.raw_argv = argv
     try:
         return args.run(args)
     except (CliError, ValueError, FileNotFoundError, KeyError) as error:
