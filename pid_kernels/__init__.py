@@ -20,9 +20,22 @@ def _import_ops() -> None:
     import importlib
     import pkgutil
 
+    from pid_kernels.runtime import triton
+
     for module in pkgutil.iter_modules(__path__):
-        if module.name not in _INFRASTRUCTURE and not module.name.startswith("_"):
+        if module.name in _INFRASTRUCTURE or module.name.startswith("_"):
+            continue
+        try:
             importlib.import_module(f"pid_kernels.{module.name}")
+        except (ImportError, AttributeError):
+            if triton is not None:
+                raise
+            # Without triton, Triton op modules cannot even define their kernels.
+            UNAVAILABLE[module.name] = "triton is not installed"
+
+
+# Op modules that could not be imported, with the reason.
+UNAVAILABLE: dict[str, str] = {}
 
 
 _import_ops()

@@ -2,3 +2,18 @@
 
 One dict per op, named after the op in upper case. Each op module documents its keys.
 """
+
+# attention (head_dim <= 64): reasoned, not measured: 128x128 tiles fit the 128-row tcgen05 MMA; 8 warps because 4 spill (ptxas), 113 KB smem.
+ATTENTION = {"BLOCK_M": 128, "BLOCK_N": 128, "num_warps": 8, "num_stages": 3, "FUSED_K_MAX_Q_TILES": 2}
+# attention (64 < head_dim <= 128): reasoned, not measured: 64-key steps keep the padded 128-wide tiles spill-free (ptxas), 129 KB smem.
+ATTENTION_D128 = {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 8, "num_stages": 3, "FUSED_K_MAX_Q_TILES": 2}
+
+# Reasoned, not measured: Hopper's tile; 128x256 spills here too (the epilogue holds the accumulator in registers).
+SIGMA_GATE = {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "num_warps": 8, "num_stages": 4,
+              "ROW_ELEMENTS": 8192, "per_token_warps": 8}
+# Reasoned, not measured: Hopper's 128x256 tile, which fits tcgen05's 128-row MMA; the bias-only epilogue leaves room.
+PATCH_EMBED = {"BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 64, "num_warps": 8, "num_stages": 3}
+# Reasoned, not measured: memory-bound like Hopper; 16 B accesses and bytes in flight per SM carry over.
+PIXEL_EMBED = {"BLOCK_ROWS": 512, "num_warps": 4}
+# Reasoned, not measured: memory-bound like Hopper.
+UNEMBED_UPDATE = {"BLOCK_ROWS": 512, "num_warps": 4}

@@ -2,3 +2,18 @@
 
 One dict per op, named after the op in upper case. Each op module documents its keys.
 """
+
+# attention (head_dim <= 64): reasoned, not measured: mma.sync (no wgmma) on 128x64 tiles over 8 warps (4 spill, ptxas); 32 KB of the 99 KB smem.
+ATTENTION = {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 8, "num_stages": 2, "FUSED_K_MAX_Q_TILES": 2}
+# attention (64 < head_dim <= 128): reasoned, not measured: 128x64 over 8 warps spills least (ptxas: 80 B stack vs 488 B at 64 rows/4 warps), 64 KB smem.
+ATTENTION_D128 = {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 8, "num_stages": 2, "FUSED_K_MAX_Q_TILES": 2}
+
+# Reasoned, not measured: no wgmma/tcgen05 (mma.sync), ~100 KB smem: 128x128x32 tiles, 4 stages in 48 KB as compiled.
+SIGMA_GATE = {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 32, "num_warps": 8, "num_stages": 4,
+              "ROW_ELEMENTS": 8192, "per_token_warps": 8}
+# Reasoned, not measured: as SIGMA_GATE.
+PATCH_EMBED = {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 32, "num_warps": 8, "num_stages": 4}
+# Reasoned, not measured: memory-bound; same per-thread work as Hopper.
+PIXEL_EMBED = {"BLOCK_ROWS": 512, "num_warps": 4}
+# Reasoned, not measured: memory-bound; same per-thread work as Hopper.
+UNEMBED_UPDATE = {"BLOCK_ROWS": 512, "num_warps": 4}

@@ -2,3 +2,18 @@
 
 One dict per op, named after the op in upper case. Each op module documents its keys.
 """
+
+# attention (head_dim <= 64): two warpgroups of 64 query rows each issue wgmma on 128-key steps; ptxas: 237 regs, no spills, 112 KB smem in 3 stages.
+ATTENTION = {"BLOCK_M": 128, "BLOCK_N": 128, "num_warps": 8, "num_stages": 3, "FUSED_K_MAX_Q_TILES": 2}
+# attention (64 < head_dim <= 128, PiT's 72 padded to 128): 64-key steps keep the 128-wide accumulator in registers (ptxas: no spills), 128 KB smem.
+ATTENTION_D128 = {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 8, "num_stages": 3, "FUSED_K_MAX_Q_TILES": 2}
+
+# 128x128 wgmma tile, 4 x 32 KB stages, no spills (128x256 spills once the epilogue loads x, lq); GEMV: 4 rows of C=1536.
+SIGMA_GATE = {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "num_warps": 8, "num_stages": 4,
+              "ROW_ELEMENTS": 8192, "per_token_warps": 8}
+# Triton's Hopper matmul tile, 3 x 48 KB stages, no spills (its epilogue only adds the bias); K = 768 is 12 steps of 64.
+PATCH_EMBED = {"BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 64, "num_warps": 8, "num_stages": 3}
+# Memory-bound: 2 patches (512 pixels x 16 channels) per program, 64 outputs (8 x 16 B) per thread.
+PIXEL_EMBED = {"BLOCK_ROWS": 512, "num_warps": 4}
+# Memory-bound: 512 pixel tokens (16 KB of bf16 features, 3 x 6 KB of images) in flight per program.
+UNEMBED_UPDATE = {"BLOCK_ROWS": 512, "num_warps": 4}
