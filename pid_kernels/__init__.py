@@ -12,7 +12,7 @@ from pid_kernels.runtime import force_triton
 __all__ = ["CALLS", "REGISTRY", "KernelOp", "KernelRefused", "disable", "enable", "enabled", "register"]
 
 # Modules of this package that are infrastructure, not ops.
-_INFRASTRUCTURE = {"registry", "runtime", "tuning"}
+_INFRASTRUCTURE = {"cuda_ext", "registry", "runtime", "tuning"}
 
 
 def _import_ops() -> None:
