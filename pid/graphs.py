@@ -18,7 +18,8 @@ tested on CPU with `EagerBackend`, which records the body and runs it at replay.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+import warnings
+from typing import Callable, Optional
 
 import torch
 
@@ -131,6 +132,7 @@ class DecodeGraphs:
         self.backend = backend
         self.fused_ops = fused_ops
         self.graphs: dict[GraphKey, _CapturedDecode] = {}
+        self.failures: dict[GraphKey, str] = {}
 
     def key(self, decoder, inputs, steps: int) -> GraphKey:
         has_mask = inputs.caption_mask is not None
@@ -146,17 +148,26 @@ class DecodeGraphs:
             fused_ops=tuple(sorted(self.fused_ops())),
         )
 
-    def run(self, decoder, inputs, t_list: torch.Tensor, seed: int) -> torch.Tensor:
+    def run(self, decoder, inputs, t_list: torch.Tensor, seed: int) -> Optional[torch.Tensor]:
+        """The decode replayed from this input's graph; None when it cannot be captured
+        (the reason is kept in `failures` and the caller decodes eagerly)."""
         key = self.key(decoder, inputs, len(t_list) - 1)
+        if key in self.failures:
+            return None
         if key not in self.graphs:
-            backend = self.backend or CudaBackend(decoder.net.device)
-            self.backend = backend
-            self.graphs[key] = _CapturedDecode(decoder, key, t_list, backend)
+            self.backend = self.backend or CudaBackend(decoder.net.device)
+            try:
+                self.graphs[key] = _CapturedDecode(decoder, key, t_list, self.backend)
+            except RuntimeError as error:  # capture is new ground on every GPU/driver/torch combination
+                self.failures[key] = f"{type(error).__name__}: {error}"
+                warnings.warn(f"CUDA graph capture failed, decoding eagerly: {self.failures[key]}")
+                return None
         return self.graphs[key].run(inputs, seed)
 
     def clear(self) -> None:
         """Drop every graph (after weights change in place, for instance)."""
         self.graphs.clear()
+        self.failures.clear()
 
 
 def graph_reasons(device: torch.device) -> list[str]:

@@ -139,9 +139,10 @@ class Decoder:
         inputs = self.prepare_inputs(latent, degrade_sigma, caption_embeds, caption_mask, image_size)
         t_list = distilled_t_list(steps, self.t_list)
         seed = 0 if seed is None else int(seed)
+        result = None
         if self.graphs is not None and noise is None and generator is None and timer is None and not progress:
             result = self.graphs.run(self, inputs, t_list, seed)
-        else:
+        if result is None:
             if noise is not None:
                 draw = _explicit_noise(noise, steps, inputs.noise_shape, self.net.device)
             else:

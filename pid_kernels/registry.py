@@ -9,6 +9,7 @@ where a refusal raises, so a test can prove the fused path really ran.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Callable, Iterable, Optional
 
@@ -28,6 +29,8 @@ class KernelOp:
 REGISTRY: dict[str, KernelOp] = {}
 # How many times each enabled op ran fused / fell back (for reports and tests).
 CALLS: dict[str, dict[str, int]] = {}
+# Ops whose kernel raised on this machine, with the error; they fall back from then on.
+FAILED: dict[str, str] = {}
 
 
 def register(op: KernelOp) -> KernelOp:
@@ -47,9 +50,17 @@ def _guarded(op: KernelOp, strict: bool) -> Callable:
 
     def run(*args, **kwargs):
         reasons = op.supports(*args, **kwargs)
-        if not reasons:
-            counts["fused"] += 1
-            return op.impl(*args, **kwargs)
+        if not reasons and op.name not in FAILED:
+            try:
+                result = op.impl(*args, **kwargs)
+                counts["fused"] += 1
+                return result
+            except Exception as error:  # a kernel that fails to compile or launch on this machine
+                if strict:
+                    raise
+                # Never fail where the reference would succeed: remember the failure, fall back.
+                FAILED[op.name] = f"{type(error).__name__}: {error}"
+                warnings.warn(f"fused op {op.name} failed ({FAILED[op.name]}); using the reference from now on")
         if strict:
             raise KernelRefused(f"{op.name} refused its input: {'; '.join(reasons)}")
         counts["fallback"] += 1

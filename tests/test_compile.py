@@ -106,3 +106,19 @@ def test_caption_bucket_keeps_unmasked_lengths():
     assert caption_bucket(77, has_mask=False) == 77
     assert caption_bucket(77, has_mask=True) == 128
     assert caption_bucket(300, has_mask=True) == 300
+
+
+def test_failed_capture_decodes_eagerly_and_remembers():
+    class FailingBackend(EagerBackend):
+        def capture(self, body, generator):
+            raise RuntimeError("operation not permitted when stream is capturing")
+
+    net = tiny_net()
+    decoder = pid.Decoder(net)
+    inputs = tiny_inputs(net)
+    eager = decoder.decode(*inputs, seed=1)
+    decoder.graphs = DecodeGraphs(backend=FailingBackend(net.device))
+    with pytest.warns(UserWarning, match="decoding eagerly"):
+        assert torch.equal(decoder.decode(*inputs, seed=1), eager)
+    assert torch.equal(decoder.decode(*inputs, seed=1), eager)
+    assert "not permitted" in next(iter(decoder.graphs.failures.values()))

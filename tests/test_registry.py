@@ -48,3 +48,25 @@ def test_unknown_names():
         pid_kernels.enable(["nope"])
     with pytest.raises(KeyError, match="unknown seam"):
         ops.override("nope", None)
+
+
+def test_a_failing_kernel_falls_back_for_good_unless_strict():
+    def broken(x, gate, y):
+        raise RuntimeError("no kernel image for this GPU")
+
+    pid_kernels.register(KernelOp("broken_residual", "gated_residual", "triton", broken, lambda *a: []))
+    try:
+        pid_kernels.enable(["broken_residual"], strict=False)
+        x = torch.ones(2, 3)
+        with pytest.warns(UserWarning, match="no kernel image"):
+            assert torch.equal(ops.gated_residual(x, x, x), 2 * x)
+        assert "no kernel image" in pid_kernels.registry.FAILED["broken_residual"]
+        assert torch.equal(ops.gated_residual(x, x, x), 2 * x)  # no second attempt, no warning
+        pid_kernels.enable(["broken_residual"], strict=True)
+        pid_kernels.registry.FAILED.clear()
+        with pytest.raises(RuntimeError, match="no kernel image"):
+            ops.gated_residual(x, x, x)
+    finally:
+        pid_kernels.disable(["broken_residual"])
+        pid_kernels.REGISTRY.pop("broken_residual")
+        pid_kernels.registry.FAILED.pop("broken_residual", None)
