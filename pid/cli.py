@@ -62,27 +62,52 @@ def load_latent(path: Path) -> torch.Tensor:
     return latent.unsqueeze(0) if latent.dim() == 3 else latent
 
 
+def _caption_encoder(device):
+    from pid import captions
+
+    try:
+        return captions.CaptionEncoder(device=device)
+    except (ImportError, FileNotFoundError) as error:
+        raise CliError(f"--caption needs the Gemma-2-2B-it text encoder: {error}") from None
+
+
+def _expand(embeds: torch.Tensor, mask: Optional[torch.Tensor], batch: int):
+    if embeds.shape[0] == 1 and batch > 1:
+        embeds = embeds.expand(batch, -1, -1)
+        mask = None if mask is None else mask.expand(batch, -1)
+    return embeds.float(), mask
+
+
 def _captions(args, batch: int, device, embed_dim: int) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
     from pid import captions
 
     if args.caption_embeds:
         embeds, mask = captions.load_caption_embeds(args.caption_embeds, embed_dim=embed_dim)
     elif args.caption is not None:
-        try:
-            encoder = captions.CaptionEncoder(device=device)
-        except (ImportError, FileNotFoundError) as error:
-            raise CliError(f"--caption needs the Gemma-2-2B-it text encoder: {error}") from None
-        embeds, mask = encoder([args.caption])
+        embeds, mask = _caption_encoder(device)([args.caption])
     else:
         raise CliError(
             "PiD needs caption embeddings: pass --caption TEXT (needs `pip install transformers` and a local "
             "Gemma-2-2B-it; see `pid.captions.find_gemma`) or --caption-embeds FILE (a .safetensors with "
             "'caption_embeds' [B, L, 2304], e.g. written by pid.captions.save_caption_embeds)"
         )
-    if embeds.shape[0] == 1 and batch > 1:
-        embeds = embeds.expand(batch, -1, -1)
-        mask = None if mask is None else mask.expand(batch, -1)
-    return embeds.float(), mask
+    return _expand(embeds, mask, batch)
+
+
+def _negative_captions(args, batch: int, device, embed_dim: int) -> Optional[torch.Tensor]:
+    """The unconditional branch's embeddings for the CFG sampler (None when guidance is off)."""
+    from pid import captions
+
+    if args.cfg_scale == 1.0:
+        return None
+    if args.negative_embeds:
+        embeds, _ = captions.load_caption_embeds(args.negative_embeds, embed_dim=embed_dim)
+    elif args.caption is not None:
+        embeds = _caption_encoder(device).negative()
+    else:
+        raise CliError("--sampler cfg with --cfg-scale != 1 needs --negative-embeds FILE (or --caption TEXT, "
+                       "which also encodes the release's negative prompt)")
+    return _expand(embeds, None, batch)[0]
 
 
 def _resolve_checkpoint(args) -> str:
@@ -113,16 +138,27 @@ def cmd_decode(args) -> int:
         check_latent_for(spec, latent, args.size)
     embeds, mask = _captions(args, latent.shape[0], device, net.config["txt_embed_dim"])
     start = time.perf_counter()
-    images = pid.Decoder(net).decode(
-        latent,
-        args.sigma,
-        embeds,
-        caption_mask=mask if args.caption_mask else None,
-        image_size=args.size,
-        seed=args.seed,
-        steps=args.steps,
-        progress=True,
-    )
+    if args.sampler == "cfg":
+        from pid.cfg_sampler import DEFAULT_STEPS, sample_cfg
+
+        negative = _negative_captions(args, latent.shape[0], device, net.config["txt_embed_dim"])
+        generator = torch.Generator(device=device).manual_seed(args.seed)
+        images = sample_cfg(
+            net, latent.to(device), args.sigma, embeds.to(device), None if negative is None else negative.to(device),
+            steps=args.steps or DEFAULT_STEPS, cfg_scale=args.cfg_scale, generator=generator,
+            image_size=args.size or net.image_size_for_latent(tuple(latent.shape[-2:])),
+        )
+    else:
+        images = pid.Decoder(net).decode(
+            latent,
+            args.sigma,
+            embeds,
+            caption_mask=mask if args.caption_mask else None,
+            image_size=args.size,
+            seed=args.seed,
+            steps=args.steps or 4,
+            progress=True,
+        )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     pictures = pid.to_pil(images)
@@ -163,14 +199,19 @@ def build_parser() -> argparse.ArgumentParser:
     decode.add_argument("--checkpoint", help="model_ema_bf16.pth / .safetensors path, or a released checkpoint name")
     decode.add_argument("--backbone", help="flux, flux2, sd3, sdxl, qwenimage, zimage, dinov2, siglip, ...")
     decode.add_argument("--ckpt-type", help="with --backbone and no --checkpoint: 2k, 2kto4k or 2kto4k_v1pt5")
-    decode.add_argument("--latent", required=True, help="latent .safetensors or .pt, [B, C, h, w]")
+    decode.add_argument("--latent", required=True,
+                        help="latent .safetensors or .pt, [B, C, h, w], in PiD's latent space (docs/latents.md)")
     decode.add_argument("--sigma", type=float, default=0.0, help="noise level left in the latent (0 = clean)")
     decode.add_argument("--caption", help="caption text (needs transformers and a local Gemma-2-2B-it)")
     decode.add_argument("--caption-embeds", help="caption embeddings .safetensors/.pt [B, L, 2304]")
     decode.add_argument("--caption-mask", action="store_true", help="hide padded caption tokens (the release does not)")
     decode.add_argument("--size", type=_parse_size, help="output WxH (default: latent size x sr_scale x down factor)")
     decode.add_argument("--seed", type=int, default=0)
-    decode.add_argument("--steps", type=int, default=4)
+    decode.add_argument("--steps", type=int, help="sampler steps (default: 4 distilled, 25 cfg)")
+    decode.add_argument("--sampler", choices=("distilled", "cfg"), default="distilled",
+                        help="distilled 4-step (released students) or cfg (undistilled v1.5 teachers)")
+    decode.add_argument("--cfg-scale", type=float, default=5.0, help="cfg sampler guidance (1 = off)")
+    decode.add_argument("--negative-embeds", help="cfg sampler: negative-prompt embeddings file")
     decode.add_argument("--dtype", choices=("bf16", "fp32", "fp16"), default="bf16")
     decode.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda when available)")
     decode.add_argument("--out", required=True, help="output image (.png, .jpg); batches get _0, _1, ...")

@@ -68,3 +68,15 @@ def test_demo_runs_full_pipeline_and_says_weights_are_random(tmp_path, monkeypat
     text = capsys.readouterr().out
     assert "SEEDED RANDOM WEIGHTS" in text and "network" in text
     assert Image.open(out).size == (64, 64)
+
+
+def test_decode_with_the_cfg_sampler(files, capsys):
+    tmp_path, net, latent, captions = files
+    out = tmp_path / "cfg.png"
+    common = ["decode", "--checkpoint", str(tmp_path / "tiny.safetensors"), "--latent",
+              str(tmp_path / "latent.safetensors"), "--caption-embeds", str(tmp_path / "captions.safetensors"),
+              "--dtype", "fp32", "--sampler", "cfg", "--steps", "3", "--out", str(out)]
+    assert cli.main(common) == cli.EXIT_USAGE
+    assert "--negative-embeds" in capsys.readouterr().err
+    assert cli.main(common + ["--negative-embeds", str(tmp_path / "captions.safetensors"), "--cfg-scale", "2"]) == 0
+    assert Image.open(out).size == (96, 64)
