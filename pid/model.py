@@ -47,10 +47,6 @@ class DecodeContext:
     pixel_rope: tuple  # (cos, sin) [Li, Da/2]
     pixel_positions: torch.Tensor  # [H*W, Dp] in the compute dtype
 
-    @property
-    def batch(self) -> int:
-        return self.text_tokens.shape[0]
-
 
 @dataclass
 class StepConditioning:
@@ -309,22 +305,34 @@ class PiDNet(nn.Module):
         x: torch.Tensor,
         t: torch.Tensor,
         y: torch.Tensor,
+        s: Optional[torch.Tensor] = None,
+        mask: Optional[torch.Tensor] = None,
+        lq_video_or_image: Optional[torch.Tensor] = None,
         lq_latent: Optional[torch.Tensor] = None,
+        lq_mask: Optional[torch.Tensor] = None,
         degrade_sigma: Optional[torch.Tensor] = None,
         caption_mask: Optional[torch.Tensor] = None,
-        lq_video_or_image: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
-        """The release's contract: velocity v = eps - x0 for x_t [B, 3, H, W] at t (x1000) [B].
+        """The release's contract (same argument order): velocity v = eps - x0 for x_t
+        [B, 3, H, W] at t (x1000) [B].
 
         y [B, L, txt_dim] caption embeddings (first txt_max_length tokens used);
-        lq_latent [B, C, zH, zW]; degrade_sigma [B] in [0, 1]. `caption_mask` [B, L]
-        (1 = real token) is our option; the release attends to every token.
+        lq_latent [B, C, zH, zW]; degrade_sigma [B] in [0, 1]; lq_mask [B] scales the
+        LQ features per sample, as the release's. `caption_mask` [B, L] (1 = real token)
+        is our option; `mask`, which the release accepts but cannot use, is taken as the
+        same. Without either, every caption token is attended to, as in the release.
         """
-        if lq_video_or_image is not None:
-            raise NotImplementedError("the LQ image branch is not used by any released checkpoint")
+        if s is not None or lq_video_or_image is not None:
+            raise NotImplementedError("precomputed patch tokens (s) and the LQ image branch are unused by every release")
+        caption_mask = caption_mask if caption_mask is not None else mask
         check_forward_inputs(self, x, t, y, lq_latent, degrade_sigma, caption_mask)
         batch = x.shape[0]
         context = self.prepare(y, lq_latent, degrade_sigma, tuple(x.shape[-2:]), caption_mask)
+        if lq_mask is not None:
+            keep = lq_mask.to(context.text_tokens.dtype).view(-1, 1, 1)
+            context.lq_features = [feature * keep for feature in context.lq_features]
+            if context.pit_lq_feature is not None:
+                context.pit_lq_feature = context.pit_lq_feature * keep
         conditioning = self.timestep_conditioning(t.reshape(-1).expand(batch) if t.numel() == 1 else t)
         return self.velocity(x, context, conditioning)
 

@@ -97,3 +97,18 @@ def test_bf16_model_decodes_close_to_fp32(overrides):
     assert bf16.dtype == torch.float32
     relative = ((bf16 - fp32).norm() / fp32.norm()).item()
     assert relative < 0.05, relative
+
+
+def test_forward_accepts_the_release_argument_order_and_lq_mask():
+    net = tiny_net(TINY_V15)
+    latent, sigma, captions = tiny_inputs(net)
+    x = torch.randn(2, 3, 64, 96)
+    t = torch.tensor([999.0, 500.0])
+    with torch.no_grad():
+        by_keyword = net(x, t, captions, lq_latent=latent, degrade_sigma=sigma)
+        by_position = net(x, t, captions, None, None, None, latent, None, sigma)
+        dropped = net(x, t, captions, lq_latent=latent, degrade_sigma=sigma, lq_mask=torch.tensor([1.0, 0.0]))
+        zero_latent_features = net(x, t, captions, lq_latent=latent, degrade_sigma=sigma, lq_mask=torch.zeros(2))
+    assert torch.equal(by_keyword, by_position)
+    assert torch.equal(dropped[0], by_keyword[0]) and torch.equal(dropped[1], zero_latent_features[1])
+    assert not torch.allclose(dropped[1], by_keyword[1])
