@@ -51,7 +51,7 @@ class CompileReport:
         return "\n".join(lines)
 
 
-def _op_device_reasons(op, device: torch.device, dtype: torch.dtype) -> list[str]:
+def op_device_reasons(op, device: torch.device, dtype: torch.dtype) -> list[str]:
     """Why `op` cannot run for a model on `device` in `dtype` (input-specific refusals come later)."""
     probe = torch.empty(0, device=device, dtype=dtype)
     if op.backend == "triton":
@@ -94,7 +94,7 @@ def _compile_net(net: PiDNet, config: CompileConfig, report: CompileReport) -> d
         raise KeyError(f"CompileConfig.fused_ops names unknown ops {unknown}; registered: {sorted(pid_kernels.REGISTRY)}")
     state = {"ops": []}
     for name, op in sorted(pid_kernels.REGISTRY.items()):
-        reasons = _op_device_reasons(op, net.device, net.dtype)
+        reasons = op_device_reasons(op, net.device, net.dtype)
         if _switch(f"{op.backend} op {name}", config.fused_ops.get(name), reasons, report):
             if _op_users.get(name, 0) == 0:
                 pid_kernels.enable([name], strict=False)

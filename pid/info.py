@@ -48,17 +48,14 @@ def gpu_lines() -> list[str]:
 def accelerated_path_lines() -> list[str]:
     import pid_kernels
 
-    lines = []
-    probe = torch.empty(0, device="cuda") if torch.cuda.is_available() else torch.empty(0)
-    for name, op in sorted(pid_kernels.REGISTRY.items()):
-        if op.backend == "triton":
-            from pid_kernels.runtime import triton_device_reasons
+    from pid.compile import op_device_reasons
 
-            reasons = triton_device_reasons(probe)
-        else:
-            reasons = [] if probe.is_cuda else ["no CUDA GPU"]
+    lines = []
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    for name, op in sorted(pid_kernels.REGISTRY.items()):
+        reasons = op_device_reasons(op, device, torch.bfloat16)
         state = "usable" if not reasons else "not usable: " + "; ".join(reasons)
-        lines.append(f"  {name:<28} {op.backend:<7} -> pid.ops.{op.seam}: {state}")
+        lines.append(f"  {name:<32} {op.backend:<7} -> pid.ops.{op.seam}: {state}")
     if not lines:
         lines.append("  (no fused ops registered)")
     try:
