@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# On a GPU machine: build the CUDA extension for this GPU, run the CUDA op tests,
+# On a GPU machine: build the CUDA extension for this GPU, run the whole test suite,
 # compute-sanitizer memcheck and racecheck over them, and the op benchmarks.
 #
 # Usage: scripts/device_check.sh [STAGE...]   stages: test compile sanitize bench
@@ -17,7 +17,9 @@ LOGS=build/device_check
 mkdir -p "$LOGS" benchmarks/results
 STAGES=("$@")
 [ ${#STAGES[@]} -eq 0 ] && STAGES=(test sanitize bench)
-TESTS=(tests/test_cuda_ext.py tests/test_rmsnorm_modulate.py tests/test_gated_residual.py
+# The CUDA-extension op tests, which compute-sanitizer instruments; the test and compile
+# stages run the whole suite (Triton ops, model, golden vectors) on the GPU.
+CUDA_OP_TESTS=(tests/test_cuda_ext.py tests/test_rmsnorm_modulate.py tests/test_gated_residual.py
        tests/test_pit_pixel_mlp.py tests/test_to_image.py)
 BENCHES=(rmsnorm_modulate gated_residual pit_pixel_mlp to_image)
 declare -A RESULT
@@ -46,13 +48,13 @@ fi
 for stage_name in "${STAGES[@]}"; do
   case "$stage_name" in
     test)
-      stage "op tests"
-      "$PY" -m pytest -q -p no:cacheprovider -rs "${TESTS[@]}" 2>&1 | tee "$LOGS/test.log" | tail -n 15
+      stage "test suite on the GPU"
+      "$PY" -m pytest -q -p no:cacheprovider -rs tests/ 2>&1 | tee "$LOGS/test.log" | tail -n 15
       record test "$(tail -n 1 "$LOGS/test.log")"
       ;;
     compile)
       stage "GPU op tests under torch.compile"
-      PID_TEST_COMPILE=1 "$PY" -m pytest -q -p no:cacheprovider -m gpu "${TESTS[@]}" 2>&1 \
+      PID_TEST_COMPILE=1 "$PY" -m pytest -q -p no:cacheprovider -m gpu tests/ 2>&1 \
         | tee "$LOGS/compile.log" | tail -n 15
       record compile "$(tail -n 1 "$LOGS/compile.log")"
       ;;
@@ -64,7 +66,7 @@ for stage_name in "${STAGES[@]}"; do
       for tool in memcheck racecheck; do
         stage "compute-sanitizer --tool $tool ${FILTER[*]}"
         compute-sanitizer --tool "$tool" "${FILTER[@]}" --error-exitcode 99 \
-          "$PY" -m pytest -q -p no:cacheprovider -m gpu "${TESTS[@]}" > "$LOGS/$tool.log" 2>&1
+          "$PY" -m pytest -q -p no:cacheprovider -m gpu "${CUDA_OP_TESTS[@]}" > "$LOGS/$tool.log" 2>&1
         status=$?
         tail -n 8 "$LOGS/$tool.log"
         record "$tool" "exit $status, $(grep -E '(ERROR|RACECHECK) SUMMARY' "$LOGS/$tool.log" | tail -n 1)"
