@@ -23,6 +23,7 @@ from pid.model import PiDNet
 from pid.sampler import Decoder
 
 _op_users: dict[str, int] = {}
+UNMEASURED_GATE_PRECOMPUTE = "off by default until a GPU run compares it with the fused sigma_gate kernel"
 
 
 @dataclass
@@ -35,6 +36,9 @@ class CompileConfig:
     hoist_step_invariant: bool = True
     # Decoder: capture whole decodes as CUDA graphs.
     cuda_graphs: Optional[bool] = None
+    # Compute the latent half of every gate GEMM once per decode (halves the per-step gate
+    # FLOPs, but bypasses the fused sigma_gate kernel); None: off until measured against it.
+    precompute_gate_lq: Optional[bool] = None
     # torch.compile(fullgraph=True) of the per-step network glue, with this backend.
     compile_glue: Optional[bool] = None
     glue_backend: str = "inductor"
@@ -100,6 +104,10 @@ def _compile_net(net: PiDNet, config: CompileConfig, report: CompileReport) -> d
                 pid_kernels.enable([name], strict=False)
             _op_users[name] = _op_users.get(name, 0) + 1
             state["ops"].append(name)
+    state["precompute_gate_lq"] = net.precompute_gate_lq
+    net.precompute_gate_lq = _switch(
+        "gate latent-half precompute", config.precompute_gate_lq, [UNMEASURED_GATE_PRECOMPUTE], report
+    )
     if _switch("torch.compile of the glue", config.compile_glue, _glue_reasons(net.device), report):
         net.pixel_features = torch.compile(
             PiDNet.pixel_features.__get__(net), fullgraph=True, dynamic=False, backend=config.glue_backend
@@ -143,6 +151,7 @@ def revert(model: Union[PiDNet, Decoder]):
             pid_kernels.disable([name])
     if "pixel_features" in net.__dict__:
         del net.pixel_features
+    net.precompute_gate_lq = state["net"]["precompute_gate_lq"]
     if isinstance(model, Decoder):
         model.hoist_step_invariant = state["hoist"]
         model.graphs = None

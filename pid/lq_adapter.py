@@ -28,7 +28,16 @@ class SigmaGate(nn.Module):
         self.content_proj = nn.Linear(2 * dim, dim if gate_type == "sigma_aware_per_token_per_dim" else 1)
         self.log_alpha = nn.Parameter(torch.tensor(0.0))
 
-    def forward(self, x: torch.Tensor, lq: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    def lq_logit(self, lq: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """The step-invariant half of the logit, lq W_lq^T + b - exp(log_alpha) * sigma, float32."""
+        weight_lq = self.content_proj.weight[:, lq.shape[-1] :]
+        logit = F.linear(lq, weight_lq, self.content_proj.bias).float()
+        return logit - self.log_alpha.float().exp() * sigma.float().view(-1, 1, 1)
+
+    def forward(self, x: torch.Tensor, lq: torch.Tensor, sigma: torch.Tensor, lq_logit=None) -> torch.Tensor:
+        """With `lq_logit` (from `lq_logit`, once per decode) only the x half of the GEMM runs."""
+        if lq_logit is not None:
+            return ops.sigma_gate_split(x, lq, self.content_proj.weight[:, : x.shape[-1]], lq_logit)
         return ops.sigma_gate(x, lq, self.content_proj.weight, self.content_proj.bias, self.log_alpha, sigma)
 
 

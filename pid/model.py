@@ -46,6 +46,9 @@ class DecodeContext:
     text_rope: Optional[tuple]  # (cos, sin) [Lt, Dh/2]
     pixel_rope: tuple  # (cos, sin) [Li, Da/2]
     pixel_positions: torch.Tensor  # [H*W, Dp] in the compute dtype
+    # With PiDNet.precompute_gate_lq: each gate's step-invariant logit half [B, Li, N] float32
+    # (patch-block gates, then the PiT gate on v1.5); None runs the whole gate GEMM per step.
+    gate_lq_logits: Optional[list] = None
 
 
 @dataclass
@@ -161,6 +164,8 @@ class PiDNet(nn.Module):
             aux_rgb_head=config["lq_aux_rgb_head"],
         )
         self.pit_lq_gate = SigmaGate(config["lq_gate_type"], hidden) if config["pit_lq_inject"] else None
+        # Set by pid.compile: prepare() computes the latent half of every gate GEMM once per decode.
+        self.precompute_gate_lq = False
         self._table_cache: dict = {}
 
     # ---- geometry -------------------------------------------------------------------
@@ -224,17 +229,29 @@ class PiDNet(nn.Module):
         degrade_sigma: torch.Tensor,
         image_hw: tuple[int, int],
         caption_mask: Optional[torch.Tensor] = None,
+        lq_mask: Optional[torch.Tensor] = None,
     ) -> DecodeContext:
-        """Step-invariant work of a decode. y [B, L, txt_dim], lq_latent [B, C, zH, zW], sigma [B]."""
+        """Step-invariant work of a decode. y [B, L, txt_dim], lq_latent [B, C, zH, zW], sigma [B];
+        lq_mask [B] scales each sample's LQ features (the release's latent dropout)."""
         grid_hw = (image_hw[0] // self.patch_size, image_hw[1] // self.patch_size)
         text_len = min(y.shape[1], self.txt_max_length)
         compute_dtype = self.dtype
         text_tokens = self.y_embedder(y[:, :text_len].to(compute_dtype))
         text_tokens = text_tokens + self.y_pos_embedding[:, :text_len].to(text_tokens.dtype)
         lq_features, pit_lq_feature = self.lq_proj(lq_latent.to(compute_dtype), grid_hw)
+        if lq_mask is not None:
+            keep = lq_mask.to(compute_dtype).view(-1, 1, 1)
+            lq_features = [feature * keep for feature in lq_features]
+            pit_lq_feature = None if pit_lq_feature is None else pit_lq_feature * keep
         patch_rope, text_rope, pixel_rope = self._rope_tables(grid_hw, text_len, y.device)
         txt_key_mask = None if caption_mask is None else caption_mask[:, :text_len].bool()
+        gate_lq_logits = None
+        if self.precompute_gate_lq:
+            gates = [*self.lq_proj.gate_modules, *([self.pit_lq_gate] if self.pit_lq_gate is not None else [])]
+            features = [*lq_features, *([pit_lq_feature] if pit_lq_feature is not None else [])]
+            gate_lq_logits = [gate.lq_logit(feature, degrade_sigma) for gate, feature in zip(gates, features)]
         return DecodeContext(
+            gate_lq_logits=gate_lq_logits,
             image_hw=tuple(image_hw),
             grid_hw=grid_hw,
             text_tokens=text_tokens,
@@ -276,8 +293,10 @@ class PiDNet(nn.Module):
         last = len(self.patch_blocks) - 1
         for index, block in enumerate(self.patch_blocks):
             if index % self.lq_interval == 0:
-                gate = self.lq_proj.gate_modules[index // self.lq_interval]
-                image_tokens = gate(image_tokens, context.lq_features[index // self.lq_interval], context.degrade_sigma)
+                gate_index = index // self.lq_interval
+                image_tokens = self.lq_proj.gate_modules[gate_index](
+                    image_tokens, context.lq_features[gate_index], context.degrade_sigma, self._lq_logit(context, gate_index)
+                )
             image_modulation, text_modulation = conditioning.block_modulation[index]
             image_tokens, text_tokens = block(
                 image_tokens,
@@ -291,7 +310,9 @@ class PiDNet(nn.Module):
             )
         patch_condition = F.silu(conditioning.t_emb + image_tokens)
         if self.pit_lq_gate is not None:
-            patch_condition = self.pit_lq_gate(patch_condition, context.pit_lq_feature, context.degrade_sigma)
+            patch_condition = self.pit_lq_gate(
+                patch_condition, context.pit_lq_feature, context.degrade_sigma, self._lq_logit(context, -1)
+            )
         patch_condition = patch_condition.reshape(-1, self.hidden_size)
 
         pix = self.pixel_embedder.proj
@@ -299,6 +320,10 @@ class PiDNet(nn.Module):
         for block in self.pixel_blocks:
             pixels = block(pixels, patch_condition, batch, context.pixel_rope)
         return pixels
+
+    @staticmethod
+    def _lq_logit(context: DecodeContext, gate_index: int) -> Optional[torch.Tensor]:
+        return None if context.gate_lq_logits is None else context.gate_lq_logits[gate_index]
 
     def forward(
         self,
@@ -327,12 +352,7 @@ class PiDNet(nn.Module):
         caption_mask = caption_mask if caption_mask is not None else mask
         check_forward_inputs(self, x, t, y, lq_latent, degrade_sigma, caption_mask)
         batch = x.shape[0]
-        context = self.prepare(y, lq_latent, degrade_sigma, tuple(x.shape[-2:]), caption_mask)
-        if lq_mask is not None:
-            keep = lq_mask.to(context.text_tokens.dtype).view(-1, 1, 1)
-            context.lq_features = [feature * keep for feature in context.lq_features]
-            if context.pit_lq_feature is not None:
-                context.pit_lq_feature = context.pit_lq_feature * keep
+        context = self.prepare(y, lq_latent, degrade_sigma, tuple(x.shape[-2:]), caption_mask, lq_mask)
         conditioning = self.timestep_conditioning(t.reshape(-1).expand(batch) if t.numel() == 1 else t)
         return self.velocity(x, context, conditioning)
 

@@ -110,6 +110,16 @@ def sigma_gate(
     return (x + torch.sigmoid(content_logit + sigma_offset) * lq).to(x.dtype)
 
 
+@seam
+def sigma_gate_split(
+    x: torch.Tensor, lq: torch.Tensor, weight_x: torch.Tensor, lq_logit: torch.Tensor
+) -> torch.Tensor:
+    """The sigma gate with its step-invariant half precomputed:
+    x + sigmoid(x W_x^T + lq_logit) * lq, where lq_logit = lq W_lq^T + b - exp(log_alpha) * sigma
+    [B, Li, N] float32 (see `pid.lq_adapter.SigmaGate.lq_logit`) and W_x = W[:, :C]."""
+    return (x + torch.sigmoid(F.linear(x, weight_x) + lq_logit) * lq).to(x.dtype)
+
+
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate adjacent channel pairs of x [B, N, H, D] by angles given as cos/sin [N, D/2]."""
     pairs = x.float().reshape(*x.shape[:-1], -1, 2)

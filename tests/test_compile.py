@@ -38,7 +38,7 @@ def test_compile_revert_round_trip_keeps_outputs(decoder):
 
 def test_switches_off_are_reported_and_not_applied(decoder):
     config = pid.CompileConfig(hoist_step_invariant=False, cuda_graphs=False, compile_glue=False,
-                               fused_ops={name: False for name in pid_kernels.REGISTRY})
+                               precompute_gate_lq=False, fused_ops={name: False for name in pid_kernels.REGISTRY})
     pid.compile(decoder, config)
     report = decoder.pid_compile_report
     assert report.applied == []
@@ -122,3 +122,17 @@ def test_failed_capture_decodes_eagerly_and_remembers():
         assert torch.equal(decoder.decode(*inputs, seed=1), eager)
     assert torch.equal(decoder.decode(*inputs, seed=1), eager)
     assert "not permitted" in next(iter(decoder.graphs.failures.values()))
+
+
+@pytest.mark.parametrize("overrides", [{}, TINY_V15])
+def test_gate_latent_half_precompute_matches(overrides):
+    net = tiny_net(overrides)
+    decoder = pid.Decoder(net)
+    inputs = tiny_inputs(net)
+    whole = decoder.decode(*inputs, seed=6)
+    config = pid.CompileConfig(precompute_gate_lq=True, fused_ops={name: False for name in pid_kernels.REGISTRY})
+    pid.compile(decoder, config)
+    assert "gate latent-half precompute" in decoder.pid_compile_report.applied and net.precompute_gate_lq
+    torch.testing.assert_close(decoder.decode(*inputs, seed=6), whole, rtol=1e-5, atol=1e-5)
+    pid.revert(decoder)
+    assert not net.precompute_gate_lq
