@@ -22,17 +22,16 @@ CPU under the Triton interpreter (no timings).
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import runner
+from common import time_cuda
+from runner import relative_l2
 
-RESULTS = Path(__file__).resolve().parent / "results"
 PATCH_SIZE = 16
 TEXT_TOKENS = 300
 RESOLUTIONS = (1024, 2048, 4096)
@@ -138,10 +137,6 @@ def implementations(args, text_len, on_gpu, configs=()):
     return impls
 
 
-def relative_l2(out, expected):
-    return ((out.float() - expected.float()).norm() / expected.float().norm()).item()
-
-
 def case_flops(case, batch=1):
     heads, head_dim, text_len, _, grid = case
     tokens = text_len + grid * grid
@@ -158,7 +153,7 @@ def smoke() -> int:
             error = relative_l2(fn(), expected)
             assert error < 2e-2, f"{name} {impl}: relative L2 error {error:.2e} vs the eager reference"
         print(f"smoke {name}: {', '.join(impls)} agree; {case_flops(case)} FLOPs per call")
-    print("smoke ok (no timings: the benchmark itself needs a CUDA GPU)")
+    print(runner.SMOKE_OK)
     return 0
 
 
@@ -169,11 +164,11 @@ def print_row(row):
           f"rel err {value('rel_l2_vs_eager')} {value('note') if 'note' in row else ''}")
 
 
-def benchmark(case_names, impl_names, runs, configs) -> int:
-    from common import append_csv, measure_ceilings, plot, time_cuda
-
-    ceilings = measure_ceilings()
-    print(f"ceilings: bf16 matmul {ceilings['matmul_bf16_tflops']:.0f} TFLOP/s, copy {ceilings['copy_gbps']:.0f} GB/s")
+def benchmark(case_names, options) -> int:
+    configs = [config for config in options.configs.split(";") if config]
+    chosen = [name for name in options.impls.split(",") if name] + [f"pid_triton[{config}]" for config in configs]
+    impl_names = chosen if options.impls else []
+    ceilings = runner.report_ceilings(compute_bound=True)
     rows = []
     for case_name in case_names:
         case = CASES[case_name]
@@ -193,7 +188,7 @@ def benchmark(case_names, impl_names, runs, configs) -> int:
                    **{key: f"{value:.1f}" for key, value in ceilings.items()}}
             try:
                 row["rel_l2_vs_eager"] = f"{relative_l2(fn(), expected):.2e}"
-                ms = time_cuda(fn, runs=runs)
+                ms = time_cuda(fn, runs=options.runs)
             except (RuntimeError, torch.OutOfMemoryError) as error:  # e.g. math backend OOM, unsupported dim
                 torch.cuda.empty_cache()
                 row["note"] = f"skipped: {str(error).splitlines()[0][:120]}"
@@ -212,34 +207,15 @@ def benchmark(case_names, impl_names, runs, configs) -> int:
         rows += case_rows
         del args, impls, expected
         torch.cuda.empty_cache()
-    csv_path = RESULTS / "attention.csv"
-    append_csv(csv_path, rows)
-    plot(csv_path, RESULTS / "attention.png")
-    print(f"wrote {csv_path} and {RESULTS / 'attention.png'}")
+    runner.write_results("attention", rows, y="tflops")
     return 0
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, from {','.join(CASES)}")
-    parser.add_argument("--impls", default="", help="comma-separated implementation names (default: all)")
-    parser.add_argument("--runs", type=int, default=20, help="timed runs per implementation (median reported)")
+    parser = runner.base_parser(__doc__, CASES, impls=True)
     parser.add_argument("--configs", default="", help="';'-separated tuning overrides to time as extra rows, "
                         "e.g. 'BLOCK_M=128,BLOCK_N=64,num_warps=4;BLOCK_N=128,num_stages=2'")
-    parser.add_argument("--smoke", action="store_true", help="tiny CPU check under TRITON_INTERPRET=1, no timings")
-    options = parser.parse_args()
-    if options.smoke:
-        os.environ["TRITON_INTERPRET"] = "1"  # before pid_kernels imports triton
-        return smoke()
-    if not torch.cuda.is_available():
-        print("bench_attention needs a CUDA GPU; nothing measured (use --smoke for a CPU check)")
-        return 0
-    unknown = set(options.cases.split(",")) - set(CASES)
-    if unknown:
-        parser.error(f"unknown cases {sorted(unknown)}")
-    configs = [config for config in options.configs.split(";") if config]
-    impls = [name for name in options.impls.split(",") if name] + [f"pid_triton[{config}]" for config in configs]
-    return benchmark(options.cases.split(","), impls if options.impls else [], options.runs, configs)
+    return runner.triton_main("attention", parser, CASES, smoke, benchmark)
 
 
 if __name__ == "__main__":

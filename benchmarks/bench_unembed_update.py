@@ -17,21 +17,14 @@ shape per kind of step on CPU under the Triton interpreter (no timings).
 
 from __future__ import annotations
 
-import argparse
-import itertools
-import os
 import sys
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from runner import Seam
 
-RESULTS = Path(__file__).resolve().parent / "results"
 PATCH_SIZE = 16
 PIXEL_DIM = 16
-# Rotate input copies until this many bytes are touched: twice the largest L2 (B200, 126 MB).
-ROTATE_BYTES = 256 << 20
 CASES = {f"{step}_{size}": (step, size, size, PIXEL_DIM) for step in ("renoise", "last") for size in (1024, 2048, 4096)}
 SMOKE_CASES = {"renoise_smoke": ("renoise", 48, 80, 16), "last_smoke": ("last", 48, 80, 16)}
 
@@ -50,93 +43,26 @@ def seam_args(case, device, dtype=torch.bfloat16, seed=0):
     return [pixels, norm_weight, weight, bias, (height, width), PATCH_SIZE, x_t, t, t_next, noise]
 
 
-def moved_bytes(case, element_bytes=2):
-    """Fewest bytes one call moves: pixel tokens in, x_t (and noise) in, the float32 image out."""
+def work(case, element_bytes=2):
+    """(0: FLOPs not counted, the op is memory-bound; fewest bytes one call moves: pixel
+    tokens in, x_t (and noise) in, the float32 image out)."""
     step, height, width, dim = case
     float32_images = 3 if step == "renoise" else 2
-    return height * width * (dim * element_bytes + float32_images * 3 * 4)
+    return 0, height * width * (dim * element_bytes + float32_images * 3 * 4)
 
 
-def implementations(on_gpu):
+def kernels(case):
     from pid_kernels import unembed_update
 
-    impls = {"pid_triton": unembed_update.fused, "eager_reference": unembed_update.reference}
-    if on_gpu:
-        impls["compiled_reference"] = torch.compile(unembed_update.reference, fullgraph=True, dynamic=False)
-    return impls
+    return unembed_update.fused, unembed_update.reference
 
 
-def relative_l2(out, expected):
-    return ((out.float() - expected.float()).norm() / expected.float().norm()).item()
+def columns(case):
+    return {"dtype": "bfloat16 pixels, float32 images", "batch": 1, "image": f"{case[1]}x{case[2]}",
+            "pixel_dim": case[3]}
 
 
-def smoke() -> int:
-    for name, case in SMOKE_CASES.items():
-        args = seam_args(case, "cpu")
-        impls = implementations(on_gpu=False)
-        expected = impls["eager_reference"](*args)
-        error = relative_l2(impls["pid_triton"](*args), expected)
-        assert error < 1e-2, f"{name}: relative L2 error {error:.2e} vs the eager reference"
-        print(f"smoke {name}: pid_triton agrees with eager (rel L2 {error:.1e}); {moved_bytes(case)} bytes")
-    print("smoke ok (no timings: the benchmark itself needs a CUDA GPU)")
-    return 0
-
-
-def benchmark(case_names, runs) -> int:
-    from common import append_csv, measure_ceilings, plot, time_cuda
-
-    ceilings = measure_ceilings()
-    print(f"ceilings: copy {ceilings['copy_gbps']:.0f} GB/s (bf16 matmul {ceilings['matmul_bf16_tflops']:.0f} TFLOP/s)")
-    command = " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
-    rows = []
-    for case_name in case_names:
-        case = CASES[case_name]
-        moved = moved_bytes(case)
-        copies = -(-ROTATE_BYTES // moved)
-        arg_sets = [seam_args(case, "cuda", seed=seed) for seed in range(copies)]
-        impls = implementations(on_gpu=True)
-        expected = impls["eager_reference"](*arg_sets[0])
-        for impl, fn in impls.items():
-            rotation = itertools.cycle(arg_sets)
-            ms = time_cuda(lambda: fn(*next(rotation)), runs=runs)
-            gbps = moved / ms / 1e6
-            pct = 100 * gbps / ceilings["copy_gbps"]
-            rows.append({
-                "op": "unembed_update", "case": case_name, "impl": impl, "dtype": "bfloat16 pixels, float32 images",
-                "batch": 1, "image": f"{case[1]}x{case[2]}", "pixel_dim": case[3], "bytes": moved,
-                "ms": f"{ms:.4f}", "gbps": f"{gbps:.0f}",
-                "ceiling": "copy", "pct_of_ceiling": f"{pct:.1f}",
-                "rel_l2_vs_eager": f"{relative_l2(fn(*arg_sets[0]), expected):.2e}",
-                **{key: f"{value:.1f}" for key, value in ceilings.items()}, "command": command,
-            })
-            print(f"{case_name:13s} {impl:20s} {ms:9.4f} ms {gbps:7.0f} GB/s "
-                  f"{pct:5.1f}% of {rows[-1]['ceiling']} ceiling  err {rows[-1]['rel_l2_vs_eager']}")
-        del arg_sets, expected
-        torch.cuda.empty_cache()
-    csv_path = RESULTS / "unembed_update.csv"
-    append_csv(csv_path, rows)
-    plot(csv_path, RESULTS / "unembed_update.png", y="pct_of_ceiling")
-    print(f"wrote {csv_path} and {RESULTS / 'unembed_update.png'}")
-    return 0
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, from {','.join(CASES)}")
-    parser.add_argument("--runs", type=int, default=20, help="timed runs per implementation (median reported)")
-    parser.add_argument("--smoke", action="store_true", help="tiny CPU check under TRITON_INTERPRET=1, no timings")
-    options = parser.parse_args()
-    if options.smoke:
-        os.environ["TRITON_INTERPRET"] = "1"  # before pid_kernels imports triton
-        return smoke()
-    if not torch.cuda.is_available():
-        print("bench_unembed_update needs a CUDA GPU; nothing measured (use --smoke for a CPU check)")
-        return 0
-    unknown = set(options.cases.split(",")) - set(CASES)
-    if unknown:
-        parser.error(f"unknown cases {sorted(unknown)}")
-    return benchmark(options.cases.split(","), options.runs)
-
+SEAM = Seam("unembed_update", CASES, SMOKE_CASES, seam_args, work, kernels, columns, name_width=13)
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(SEAM.main(__doc__))

@@ -1,16 +1,16 @@
-"""Shared benchmark helpers: the GPU's measured ceilings, CUDA-event timing, CSV rows, plots.
+"""Shared benchmark helpers: the GPU's measured ceilings, CUDA-event timing, plots.
 
 Every bench_<op>.py reports against ceilings measured in the same run (a bf16
 matmul rate and a device-to-device copy bandwidth), never datasheet numbers.
+CSV rows are written with pid.bench_report.append_csv, as `pid bench` writes its own.
 """
 
 from __future__ import annotations
 
 import csv
-import datetime
 import statistics
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable
 
 import torch
 
@@ -19,6 +19,8 @@ MATMUL_SIZE = 8192
 COPY_BYTES = 1 << 30
 
 
+# Not pid.bench_measure.time_calls: that synchronizes after every call (right for whole
+# decodes), which would count launch gaps into kernels of microseconds.
 def time_cuda(fn: Callable[[], object], warmup: int = 3, runs: int = 20) -> float:
     """Median milliseconds of fn() over `runs` timed calls (CUDA events) after `warmup` calls."""
     if runs < 10:
@@ -38,7 +40,7 @@ def time_cuda(fn: Callable[[], object], warmup: int = 3, runs: int = 20) -> floa
 
 def measure_ceilings() -> dict[str, float]:
     """{'matmul_bf16_tflops', 'copy_gbps'}: a bf16 matmul's rate and a copy's bandwidth
-    (bytes read + bytes written), on random data."""
+    (bytes read + bytes written), on random data, timed with time_cuda like the kernels."""
     a = torch.randn(MATMUL_SIZE, MATMUL_SIZE, device="cuda", dtype=torch.bfloat16)
     b = torch.randn(MATMUL_SIZE, MATMUL_SIZE, device="cuda", dtype=torch.bfloat16)
     matmul_ms = time_cuda(lambda: a @ b)
@@ -51,34 +53,6 @@ def measure_ceilings() -> dict[str, float]:
     }
 
 
-def _environment() -> dict[str, str]:
-    import triton
-
-    return {
-        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
-        "torch": torch.__version__,
-        "triton": triton.__version__,
-        "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
-
-
-def append_csv(path: str | Path, rows: Iterable[dict]) -> None:
-    """Append rows (plus device name, torch/triton versions, time) to a CSV; new columns widen the header."""
-    path = Path(path)
-    environment = _environment()
-    new_rows = [{**row, **environment} for row in rows]
-    old_rows = []
-    if path.exists():
-        with path.open(newline="") as file:
-            old_rows = list(csv.DictReader(file))
-    columns = list(dict.fromkeys(key for row in old_rows + new_rows for key in row))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as file:
-        writer = csv.DictWriter(file, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(old_rows + new_rows)
-
-
 def plot(csv_path: str | Path, png_path: str | Path, x: str = "case", series: str = "impl", y: str = "tflops") -> None:
     """Grouped bars of column y per x, one bar per series, from the latest row of each (x, series)."""
     import matplotlib
@@ -86,17 +60,14 @@ def plot(csv_path: str | Path, png_path: str | Path, x: str = "case", series: st
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from pid.bench_report import grouped_bars  # not at the top: importing pid imports triton (see --smoke)
+
     with Path(csv_path).open(newline="") as file:
         latest = {(row[x], row[series]): row for row in csv.DictReader(file) if row.get(y)}
     cases = list(dict.fromkeys(key[0] for key in latest))
     names = list(dict.fromkeys(key[1] for key in latest))
-    width = 0.8 / max(len(names), 1)
     fig, ax = plt.subplots(figsize=(max(6.0, 2 + 0.45 * len(cases) * len(names)), 4.5))
-    for index, name in enumerate(names):
-        positions = [c + index * width for c, case in enumerate(cases) if (case, name) in latest]
-        values = [float(latest[(case, name)][y]) for case in cases if (case, name) in latest]
-        ax.bar(positions, values, width, label=name)
-    ax.set_xticks([c + 0.4 - width / 2 for c in range(len(cases))], cases, rotation=20, ha="right")
+    grouped_bars(ax, latest, cases, names, y)
     ax.set_ylabel(y)
     device = next(iter(latest.values()))["device"] if latest else ""
     ax.set_title(f"{Path(csv_path).stem} ({device})")

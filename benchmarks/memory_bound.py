@@ -12,8 +12,6 @@ with arithmetic worth counting, TFLOP/s; the error column is max |ours - eager| 
 
 from __future__ import annotations
 
-import argparse
-import itertools
 import math
 import shlex
 import sys
@@ -23,9 +21,9 @@ from typing import Callable
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import runner
+from common import measure_ceilings
 
-RESULTS = Path(__file__).resolve().parent / "results"
 RESOLUTIONS = (1024, 2048, 4096)
 PATCH_SIZE = 16
 PIXELS_PER_PATCH = PATCH_SIZE * PATCH_SIZE
@@ -77,20 +75,13 @@ def _input_sets(case: Case) -> list[list]:
 
 def main(op: str, cases: dict[str, Callable[[int], Case]], description: str) -> int:
     """Command line of bench_<op>.py: run the chosen cases, append rows to results/<op>.csv, plot GB/s."""
-    parser = argparse.ArgumentParser(description=description.splitlines()[0])
-    parser.add_argument("--cases", default=",".join(cases), help=f"comma-separated, from {','.join(cases)}")
-    parser.add_argument("--impls", default="", help="comma-separated implementation names (default: all)")
-    parser.add_argument("--runs", type=int, default=20, help="timed runs per implementation (median reported)")
+    parser = runner.base_parser(description, cases, impls=True)
     parser.add_argument("--batch", type=int, default=1, help="images per call")
     options = parser.parse_args()
-    unknown = set(options.cases.split(",")) - set(cases)
-    if unknown:
-        parser.error(f"unknown cases {sorted(unknown)}")
+    case_names = runner.chosen_cases(parser, options, cases)
     if not torch.cuda.is_available():
         print(f"bench_{op} needs a CUDA GPU; nothing measured")
         return 0
-    from common import append_csv, measure_ceilings, plot, time_cuda
-
     from pid_kernels import cuda_ext
 
     print(f"CUDA extension: {cuda_ext.load()}")
@@ -100,7 +91,7 @@ def main(op: str, cases: dict[str, Callable[[int], Case]], description: str) -> 
     command = shlex.join([Path(sys.executable).name, *sys.argv])
     chosen_impls = [name for name in options.impls.split(",") if name]
     rows = []
-    for case_name in options.cases.split(","):
+    for case_name in case_names:
         case = cases[case_name](options.batch)
         input_sets = _input_sets(case)
         expected = case.impls["eager_reference"](*input_sets[0])
@@ -112,8 +103,7 @@ def main(op: str, cases: dict[str, Callable[[int], Case]], description: str) -> 
                    "copy_gbps": f"{copy_gbps:.1f}"}
             try:
                 row["max_rel_error_vs_eager"] = f"{relative_error(fn(*input_sets[0]), expected):.2e}"
-                cycle = itertools.cycle(input_sets)
-                ms = time_cuda(lambda: fn(*next(cycle)), runs=options.runs)
+                ms = runner.time_rotating(fn, input_sets, options.runs)
             except (RuntimeError, torch.OutOfMemoryError) as error:  # e.g. the eager chain out of memory at 4096²
                 torch.cuda.empty_cache()
                 row["note"] = f"skipped: {str(error).splitlines()[0][:120]}"
@@ -129,8 +119,5 @@ def main(op: str, cases: dict[str, Callable[[int], Case]], description: str) -> 
                   f"{row.get('tflops', '-'):>6s} TFLOP/s err {row['max_rel_error_vs_eager']}")
         del input_sets, expected, case
         torch.cuda.empty_cache()
-    csv_path = RESULTS / f"{op}.csv"
-    append_csv(csv_path, rows)
-    plot(csv_path, RESULTS / f"{op}.png", y="gbps")
-    print(f"wrote {csv_path} and {RESULTS / f'{op}.png'}")
+    runner.write_results(op, rows, y="gbps")
     return 0

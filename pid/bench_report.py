@@ -16,7 +16,7 @@ TARGETS = {"max_ms": 300.0, "vs_compiled": 1.3, "vs_official_eager": 2.0, "max_p
 STAGE_COLUMNS = ("adapter", "patch_blocks", "pixel_blocks", "sampler", "total")
 
 
-def _environment(command: str) -> dict:
+def _environment() -> dict:
     try:
         import triton
 
@@ -28,13 +28,13 @@ def _environment(command: str) -> dict:
         "torch": torch.__version__,
         "triton": triton_version,
         "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": command,
     }
 
 
-def append_csv(path: Path, rows: list[dict], command: str) -> None:
-    """Append rows (plus device, torch/triton versions, time, command); new columns widen the header."""
-    environment = _environment(command)
+def append_csv(path: Path, rows: list[dict], command: str | None = None) -> None:
+    """Append rows (plus device, torch/triton versions, time and, if given, the command); new
+    columns widen the header. benchmarks/ writes its CSVs with it too."""
+    environment = _environment() | ({} if command is None else {"command": command})
     new_rows = [{**row, **environment} for row in rows]
     old_rows = []
     if path.exists():
@@ -46,6 +46,17 @@ def append_csv(path: Path, rows: list[dict], command: str) -> None:
         writer = csv.DictWriter(file, fieldnames=columns)
         writer.writeheader()
         writer.writerows(old_rows + new_rows)
+
+
+def grouped_bars(ax, latest: dict, cases: list, series: list, column: str) -> None:
+    """One group of bars per case, one bar per series, from latest[(case, series)][column]
+    where that row has it (benchmarks/common.py plots with it too)."""
+    width = 0.8 / max(len(series), 1)
+    for index, name in enumerate(series):
+        points = [(c, float(latest[(case, name)][column])) for c, case in enumerate(cases)
+                  if (case, name) in latest and latest[(case, name)].get(column)]
+        ax.bar([c + index * width for c, _ in points], [v for _, v in points], width, label=name)
+    ax.set_xticks([c + 0.4 - width / 2 for c in range(len(cases))], cases, rotation=20, ha="right")
 
 
 def plot(csv_path: Path, png_path: Path) -> None:
@@ -64,14 +75,9 @@ def plot(csv_path: Path, png_path: Path) -> None:
     latest = {(r["case"], r["impl"]): r for r in all_rows if r["device"] == device and r.get("median_ms")}
     cases = list(dict.fromkeys(case for case, _ in latest))
     impls = sorted(dict.fromkeys(impl for _, impl in latest))
-    width = 0.8 / max(len(impls), 1)
     fig, axes = plt.subplots(1, 2, figsize=(max(10.0, 3 + 0.6 * len(cases) * len(impls)), 4.8))
     for ax, column, label in ((axes[0], "median_ms", "ms per decode (median)"), (axes[1], "peak_alloc_gib", "peak GiB")):
-        for index, impl in enumerate(impls):
-            points = [(c, float(latest[(case, impl)][column])) for c, case in enumerate(cases)
-                      if (case, impl) in latest and latest[(case, impl)].get(column)]
-            ax.bar([c + index * width for c, _ in points], [v for _, v in points], width, label=impl)
-        ax.set_xticks([c + 0.4 - width / 2 for c in range(len(cases))], cases, rotation=20, ha="right")
+        grouped_bars(ax, latest, cases, impls, column)
         ax.set_ylabel(label)
     axes[0].set_yscale("log")
     if latest:
@@ -141,4 +147,4 @@ def target_check(rows: list[dict]) -> str:
     return "\n".join(checks)
 
 
-__all__ = ["STAGE_COLUMNS", "TARGETS", "append_csv", "plot", "summary", "target_check"]
+__all__ = ["STAGE_COLUMNS", "TARGETS", "append_csv", "grouped_bars", "plot", "summary", "target_check"]

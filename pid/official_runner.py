@@ -111,6 +111,7 @@ def _decoder(net, t_list, steps: int, seed: int, device, autocast: bool):
     return decode
 
 
+# A copy of pid.bench_measure._Ranges: this script runs with our package off sys.path.
 class _Wrapped:
     """Temporarily wraps callables in torch.profiler.record_function ranges."""
 
