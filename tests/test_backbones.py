@@ -12,19 +12,21 @@ from pid.backbones import (
     CKPT_TYPES,
     FLOW_MATCHING,
     VARIANCE_PRESERVING,
-    add_degradation_noise,
     backbone_names,
     check_latent,
     check_latent_for,
+    expected_latent_shape,
+    get_backbone,
+    get_checkpoint,
+    image_size_for_latent,
+)
+from pid.latent_transforms import (
+    add_degradation_noise,
     denormalize_affine,
     denormalize_flux2,
     denormalize_per_channel,
     euler_to_vp,
-    expected_latent_shape,
-    get_backbone,
-    get_checkpoint,
     grid_to_tokens,
-    image_size_for_latent,
     noising_coefficients,
     normalize_flux2,
     pack_2x2,
@@ -35,8 +37,9 @@ from pid.backbones import (
     unpack_2x2,
     unpack_packed_tokens,
 )
+from conftest import GOLDEN_DIR
 
-MANIFEST_DIR = Path("/work/shared/golden/manifests")
+MANIFEST_DIR = GOLDEN_DIR / "manifests"
 
 ALL_NAMES = [
     "flux", "flux2", "flux2-klein-4b", "flux2-klein-9b", "sd3", "sdxl",
