@@ -11,9 +11,12 @@ import math
 import os
 import statistics
 import time
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
+
+if TYPE_CHECKING:
+    from pid.model import PiDNet
 
 MATMUL_SIZE = 8192
 GIB = 2**30

@@ -5,11 +5,15 @@ from __future__ import annotations
 import csv
 import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from pid.bench_measure import GIB
 from pid.flops import breakdown_table
+
+if TYPE_CHECKING:
+    from pid.bench import BenchSettings
 
 # Targets of issue 5 (H100, bf16, 2048², batch 1); checked against a run, never assumed.
 TARGETS = {"max_ms": 300.0, "vs_compiled": 1.3, "vs_official_eager": 2.0, "max_peak_gib": 8.0, "min_psnr_db": 40.0}

@@ -70,7 +70,6 @@ _V15_OVERRIDES: dict[str, Any] = {
     "pit_lq_inject": True,
 }
 
-_LATENT_16_DOWN8: dict[str, Any] = {}
 _LATENT_FLUX2: dict[str, Any] = {"lq_latent_channels": 128, "latent_spatial_down_factor": 16}
 
 _ARCHITECTURES: dict[str, dict[str, Any]] = {
@@ -113,9 +112,6 @@ RELEASED_CHECKPOINTS: dict[str, str] = {
     "PiD_v1pt5_res2kto4k_sr4x_official_flux2_undistilled": "v15_sr4x_lat128_down16_unpatchify2",
 }
 
-# Kwargs the release accepts but which only matter for training, or select paths
-# no released checkpoint takes; they are accepted and checked, never used.
-TRAINING_ONLY_KWARGS = ("repa_encoder_index", "zero_init_lq", "train_lq_proj_only", "num_text_blocks")
 # Values for kwargs a config dict omits: the v1 release's (not the official
 # constructor's research defaults, which no checkpoint uses).
 DEFAULTS: dict[str, Any] = {**_V1}
@@ -145,6 +141,3 @@ def resolve_config(config: str | Mapping[str, Any]) -> dict[str, Any]:
         raise ValueError(f"unknown PiD config keys {unknown}; valid keys: {sorted(DEFAULTS)}")
     return {**DEFAULTS, **config}
 
-
-def is_distilled(name: str) -> bool:
-    return name in RELEASED_CHECKPOINTS and name.endswith("_distill_4step")

@@ -56,6 +56,8 @@ def accelerated_path_lines() -> list[str]:
         reasons = op_device_reasons(op, device, torch.bfloat16)
         state = "usable" if not reasons else "not usable: " + "; ".join(reasons)
         lines.append(f"  {name:<32} {op.backend:<7} -> pid.ops.{op.seam}: {state}")
+    for name, reason in sorted(pid_kernels.UNAVAILABLE.items()):
+        lines.append(f"  {name:<32} not importable: {reason}")
     if not lines:
         lines.append("  (no fused ops registered)")
     try:

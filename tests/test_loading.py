@@ -5,7 +5,7 @@ import torch
 
 import pid
 from pid.loading import CheckpointMismatchError, find_released_checkpoint, infer_config
-from conftest import GOLDEN_DIR, assert_golden_close, require_golden
+from conftest import GOLDEN_DIR, assert_golden_close
 
 
 def _forward(net, g):
