@@ -5,7 +5,7 @@
 #      registers/spills per kernel and target;
 #   2. build pid_kernels._C with setup.py in a CUDA-torch venv (.venv-cuda, created
 #      here when missing: pip install torch==2.14.1 ninja pybind11 numpy pytest safetensors);
-#   3. import it there and run tests/test_cuda_ext.py (registration, no launches), then
+#   3. import it there and run tests/pid_kernels/cuda/test_loader.py (registration, no launches), then
 #      remove the in-tree .so again (the CPU .venv cannot load it).
 # Usage: .ci/build_cuda_ext.sh        (env: CUDA_HOME, PID_CUDA_VENV, PID_CUDA_ARCHS, MAX_JOBS)
 set -euo pipefail
@@ -68,7 +68,7 @@ grep -iE "warning|error" "$OBJ/setup.log" | grep -v "WARNING: Location" || true
 ls pid_kernels/_C*.so
 
 stage "import and registration tests"
-"$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/test_cuda_ext.py
+"$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/pid_kernels/cuda/test_loader.py
 # The CPU venv shares this tree and cannot load this build; objects stay in build/ for
 # the next (incremental) run.
 rm -f pid_kernels/_C*.so

@@ -51,7 +51,7 @@ WHOLE_SEAM = "qkv -> out (norm + rope + attention)"
 
 def seam_args(case, device, dtype, batch=1):
     """The seam's arguments for a case: fused qkv per stream, norm weights, RoPE tables."""
-    from pid.positions import rope_2d, rope_text
+    from pid.model.positions import rope_2d, rope_text
 
     heads, head_dim, text_len, _, grid = case
     width = heads * head_dim
@@ -72,7 +72,7 @@ def seam_args(case, device, dtype, batch=1):
 
 def prenormed_qkv(args):
     """Joint q, k, v [B, H, Lt+Li, D] exactly as the reference builds them (outside the timed region)."""
-    from pid.ops import _split_qkv_norm_rope
+    from pid.seams import _split_qkv_norm_rope
 
     qkv_img, img_norm, img_rope, heads, *text = args
     streams = [_split_qkv_norm_rope(qkv_img, heads, *img_norm, img_rope)]
@@ -101,9 +101,9 @@ def implementations(args, text_len, on_gpu, configs=()):
     """name -> (fn returning the image output [B, Li, C], scope); `configs` adds ours at tuning overrides."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    from pid_kernels import attention
+    from pid_kernels.triton import attention
 
-    ours = lambda: attention.qk_norm_rope_attention(*args)[0]  # noqa: E731
+    ours = lambda: attention.attention(*args)[0]  # noqa: E731
     impls = {
         "pid_triton": (ours, WHOLE_SEAM),
         "pid_triton_fused_k": (with_tuning(ours, "FUSED_K_MAX_Q_TILES=1000000000"), WHOLE_SEAM),

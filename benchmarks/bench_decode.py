@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pid import bench  # noqa: E402
+from pid.bench import decode as bench  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

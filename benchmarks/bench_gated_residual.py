@@ -27,7 +27,7 @@ GATE_CHUNK = 2  # gate_a; shift_m, scale_m are chunks 3 and 4
 
 
 def _residual_impls():
-    from pid_kernels import gated_residual
+    from pid_kernels.cuda import gated_residual
 
     def ours(x, y, weight, modulation):
         return gated_residual.gated_residual(x, modulation.chunk(6, -1)[GATE_CHUNK], y)
@@ -44,7 +44,8 @@ def _residual_impls():
 
 
 def _fused_impls():
-    from pid_kernels import gated_residual, rmsnorm_modulate
+    from pid_kernels.cuda import gated_residual
+    from pid_kernels.cuda import rmsnorm_modulate
 
     def chunks(modulation):
         _, _, gate, shift, scale, _ = modulation.chunk(6, -1)

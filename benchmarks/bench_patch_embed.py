@@ -58,7 +58,7 @@ def work(case, element_bytes=2):
 
 
 def kernels(case):
-    from pid_kernels import patch_embed
+    from pid_kernels.triton import patch_embed
 
     if case[0] == "patch_embed":
         return patch_embed.patch_embed, patch_embed.patch_embed_reference

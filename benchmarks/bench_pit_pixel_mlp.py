@@ -25,7 +25,7 @@ HIDDEN = 4 * PIXEL_WIDTH
 
 
 def _impls():
-    from pid_kernels import pit_pixel_mlp
+    from pid_kernels.cuda import pit_pixel_mlp
 
     def ours(pixels, modulation, *weights):
         shift, scale, gate = modulation.chunk(6, -1)[3:]

@@ -23,7 +23,7 @@ BF16 = 2
 
 
 def _impls():
-    from pid_kernels import rmsnorm_modulate
+    from pid_kernels.cuda import rmsnorm_modulate
 
     def ours(x, weight, modulation):
         return rmsnorm_modulate.rmsnorm_modulate(x, weight, *modulation.chunk(6, -1)[:2])

@@ -52,7 +52,7 @@ def work(case, element_bytes=2):
 
 
 def kernels(case):
-    from pid_kernels import sigma_gate
+    from pid_kernels.triton import sigma_gate
 
     return sigma_gate.sigma_gate, sigma_gate.reference
 

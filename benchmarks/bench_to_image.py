@@ -20,7 +20,7 @@ from memory_bound import RESOLUTIONS, Case, compiled, main
 
 
 def _impls(round_to_nearest):
-    from pid_kernels import to_image
+    from pid_kernels.cuda import to_image
 
     compiled_reference = compiled(to_image.reference)
     return {

@@ -52,7 +52,7 @@ def work(case, element_bytes=2):
 
 
 def kernels(case):
-    from pid_kernels import unembed_update
+    from pid_kernels.triton import unembed_update
 
     return unembed_update.fused, unembed_update.reference
 

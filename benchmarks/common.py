@@ -2,7 +2,7 @@
 
 Every bench_<op>.py reports against ceilings measured in the same run (a bf16
 matmul rate and a device-to-device copy bandwidth), never datasheet numbers.
-CSV rows are written with pid.bench_report.append_csv, as `pid bench` writes its own.
+CSV rows are written with pid.bench.report.append_csv, as `pid bench` writes its own.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ MATMUL_SIZE = 8192
 COPY_BYTES = 1 << 30
 
 
-# Not pid.bench_measure.time_calls: that synchronizes after every call (right for whole
+# Not pid.bench.measure.time_calls: that synchronizes after every call (right for whole
 # decodes), which would count launch gaps into kernels of microseconds.
 def time_cuda(fn: Callable[[], object], warmup: int = 3, runs: int = 20) -> float:
     """Median milliseconds of fn() over `runs` timed calls (CUDA events) after `warmup` calls."""
@@ -60,7 +60,7 @@ def plot(csv_path: str | Path, png_path: str | Path, x: str = "case", series: st
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from pid.bench_report import grouped_bars  # not at the top: importing pid imports triton (see --smoke)
+    from pid.bench.report import grouped_bars  # not at the top: importing pid imports triton (see --smoke)
 
     with Path(csv_path).open(newline="") as file:
         latest = {(row[x], row[series]): row for row in csv.DictReader(file) if row.get(y)}

@@ -82,7 +82,7 @@ def main(op: str, cases: dict[str, Callable[[int], Case]], description: str) -> 
     if not torch.cuda.is_available():
         print(f"bench_{op} needs a CUDA GPU; nothing measured")
         return 0
-    from pid_kernels import cuda_ext
+    from pid_kernels.cuda import loader as cuda_ext
 
     print(f"CUDA extension: {cuda_ext.load()}")
     ceilings = measure_ceilings()

@@ -84,7 +84,7 @@ def relative_l2(out: torch.Tensor, expected: torch.Tensor) -> float:
 
 def write_results(op: str, rows: list[dict], y: str) -> None:
     """Append rows to results/<op>.csv, plot column y of it to results/<op>.png, say where."""
-    from pid.bench_report import append_csv  # not at the top: importing pid imports triton (see --smoke)
+    from pid.bench.report import append_csv  # not at the top: importing pid imports triton (see --smoke)
 
     csv_path, png_path = RESULTS / f"{op}.csv", RESULTS / f"{op}.png"
     append_csv(csv_path, rows)

@@ -1,11 +1,11 @@
 """pid: the PiD pixel-diffusion decoder, checkpoint-compatible with NVIDIA's release."""
 
-from pid.compile import CompileConfig, CompileReport, compile, revert
+from pid.accel.compile import CompileConfig, CompileReport, compile, revert
 from pid.configs import RELEASED_CHECKPOINTS, released_config
-from pid.images import to_pil, to_uint8
-from pid.loading import CheckpointMismatchError, load, save_safetensors
-from pid.model import DecodeContext, PiDNet, StepConditioning, build_model
-from pid.sampler import DISTILLED_T_LIST, Decoder
+from pid.io.images import to_pil, to_uint8
+from pid.io.checkpoints import CheckpointMismatchError, load, save_safetensors
+from pid.model.network import DecodeContext, PiDNet, StepConditioning, build_model
+from pid.sampling.distilled import DISTILLED_T_LIST, Decoder
 
 __version__ = "0.1.0"
 

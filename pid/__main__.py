@@ -1,5 +1,5 @@
 import sys
 
-from pid.cli import main
+from pid.cli.commands import main
 
 sys.exit(main())

@@ -1,6 +1,6 @@
 """pid_kernels: fused Triton and CUDA ops for PiD, one module per op.
 
-Every op module holds the op's PyTorch reference (from `pid.ops`), its kernel,
+Every op module holds the op's PyTorch reference (from `pid.seams`), its kernel,
 its `torch.library` registration with a fake implementation, and `supports(...)`.
 `enable()` routes the model's seams to the kernels; `PID_FORCE_TRITON=1` in the
 environment enables every Triton op at import, strictly.
@@ -11,8 +11,9 @@ from pid_kernels.runtime import force_triton
 
 __all__ = ["CALLS", "REGISTRY", "KernelOp", "KernelRefused", "disable", "enable", "enabled", "register"]
 
-# Modules of this package that are infrastructure, not ops.
-_INFRASTRUCTURE = {"cuda_ext", "registry", "runtime", "tuning"}
+# The subpackages that hold op modules, by backend; `loader` is the CUDA extension's loader, not an op.
+_OP_PACKAGES = ("triton", "cuda")
+_NOT_OPS = {"loader"}
 
 
 def _import_ops() -> None:
@@ -22,16 +23,17 @@ def _import_ops() -> None:
 
     from pid_kernels.runtime import triton
 
-    for module in pkgutil.iter_modules(__path__):
-        if module.name in _INFRASTRUCTURE or module.name.startswith("_"):
-            continue
-        try:
-            importlib.import_module(f"pid_kernels.{module.name}")
-        except (ImportError, AttributeError):
-            if triton is not None:
-                raise
-            # Without triton, Triton op modules cannot even define their kernels.
-            UNAVAILABLE[module.name] = "triton is not installed"
+    for package in _OP_PACKAGES:
+        for module in pkgutil.iter_modules([f"{__path__[0]}/{package}"]):
+            if module.name in _NOT_OPS or module.name.startswith("_"):
+                continue
+            try:
+                importlib.import_module(f"pid_kernels.{package}.{module.name}")
+            except (ImportError, AttributeError):
+                if triton is not None:
+                    raise
+                # Without triton, Triton op modules cannot even define their kernels.
+                UNAVAILABLE[module.name] = "triton is not installed"
 
 
 # Op modules that could not be imported, with the reason.

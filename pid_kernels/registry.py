@@ -1,4 +1,4 @@
-"""Fused ops plug into the seams of `pid.ops`; this module switches them on and off.
+"""Fused ops plug into the seams of `pid.seams`; this module switches them on and off.
 
 Each op module registers a `KernelOp`: the seam it replaces, an `impl` with the
 seam's signature, and `supports(...)` with the same signature returning the
@@ -13,14 +13,14 @@ import warnings
 from dataclasses import dataclass
 from typing import Callable, Iterable, Optional
 
-from pid import ops
+from pid import seams
 from pid_kernels.runtime import force_triton
 
 
 @dataclass(frozen=True)
 class KernelOp:
     name: str  # e.g. "sigma_gate"; also the pid_kernels module and test/bench file stem
-    seam: str  # the pid.ops seam it replaces
+    seam: str  # the pid.seams seam it replaces
     backend: str  # "triton" or "cuda"
     impl: Callable
     supports: Callable[..., list[str]]
@@ -34,7 +34,7 @@ FAILED: dict[str, str] = {}
 
 
 def register(op: KernelOp) -> KernelOp:
-    if op.seam not in ops.SEAMS:
+    if op.seam not in seams.SEAMS:
         raise KeyError(f"{op.name}: unknown seam {op.seam!r}")
     REGISTRY[op.name] = op
     return op
@@ -45,7 +45,7 @@ class KernelRefused(RuntimeError):
 
 
 def _guarded(op: KernelOp, strict: bool) -> Callable:
-    reference = ops.SEAMS[op.seam].reference
+    reference = seams.SEAMS[op.seam].reference
     counts = CALLS.setdefault(op.name, {"fused": 0, "fallback": 0})
 
     def run(*args, **kwargs):
@@ -78,19 +78,19 @@ def enable(names: Optional[Iterable[str]] = None, strict: Optional[bool] = None)
         if name not in REGISTRY:
             raise KeyError(f"unknown fused op {name!r}; registered: {sorted(REGISTRY)}")
         op = REGISTRY[name]
-        ops.override(op.seam, _guarded(op, strict))
+        seams.override(op.seam, _guarded(op, strict))
     return chosen
 
 
 def disable(names: Optional[Iterable[str]] = None) -> None:
     for name in list(REGISTRY) if names is None else names:
         op = REGISTRY[name]
-        current = ops.active_overrides().get(op.seam)
+        current = seams.active_overrides().get(op.seam)
         if current is not None and getattr(current, "kernel_op", None) is op:
-            ops.override(op.seam, None)
+            seams.override(op.seam, None)
 
 
 def enabled() -> list[str]:
     return sorted(
-        impl.kernel_op.name for impl in ops.active_overrides().values() if getattr(impl, "kernel_op", None)
+        impl.kernel_op.name for impl in seams.active_overrides().values() if getattr(impl, "kernel_op", None)
     )

@@ -19,8 +19,8 @@ STAGES=("$@")
 [ ${#STAGES[@]} -eq 0 ] && STAGES=(test sanitize bench)
 # The CUDA-extension op tests, which compute-sanitizer instruments; the test and compile
 # stages run the whole suite (Triton ops, model, golden vectors) on the GPU.
-CUDA_OP_TESTS=(tests/test_cuda_ext.py tests/test_rmsnorm_modulate.py tests/test_gated_residual.py
-       tests/test_pit_pixel_mlp.py tests/test_to_image.py)
+CUDA_OP_TESTS=(tests/pid_kernels/cuda/test_loader.py tests/pid_kernels/cuda/test_rmsnorm_modulate.py tests/pid_kernels/cuda/test_gated_residual.py
+       tests/pid_kernels/cuda/test_pit_pixel_mlp.py tests/pid_kernels/cuda/test_to_image.py)
 BENCHES=(rmsnorm_modulate gated_residual pit_pixel_mlp to_image)
 declare -A RESULT
 START=$SECONDS

@@ -1,0 +1,1 @@
+"""Latent spaces of the backbones PiD decodes (channels, scaling, packing, noising)."""

@@ -1,0 +1,194 @@
+"""Transformer blocks of the PiD network: MM-DiT patch blocks and PiT pixel blocks.
+
+Module and parameter names follow the release's state-dict keys one to one
+(`patch_blocks.{i}.attn.qkv_x.weight`, `pixel_blocks.{i}.adaLN_modulation.0.bias`, ...),
+so the released checkpoints load without renaming. All arithmetic that a fused
+kernel may replace goes through `pid.seams`.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from pid import seams
+
+# Order of the six adaLN vectors in every modulation output.
+MODULATION_CHUNKS = 6
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return seams.rms_norm(x, self.weight)
+
+
+class SwiGLU(nn.Module):
+    """w2(silu(w1 x) * w3 x), hidden width 2/3 of the nominal 4x expansion."""
+
+    def __init__(self, dim: int, nominal_hidden: int):
+        super().__init__()
+        hidden = int(2 * nominal_hidden / 3)
+        self.w1 = nn.Linear(dim, hidden, bias=False)
+        self.w3 = nn.Linear(dim, hidden, bias=False)
+        self.w2 = nn.Linear(hidden, dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+
+
+class JointAttention(nn.Module):
+    """Projections of the MM-DiT joint attention: one qkv/proj pair and q/k norms per stream."""
+
+    def __init__(self, dim: int, num_heads: int):
+        super().__init__()
+        self.num_heads = num_heads
+        head_dim = dim // num_heads
+        self.qkv_x = nn.Linear(dim, 3 * dim, bias=False)
+        self.qkv_y = nn.Linear(dim, 3 * dim, bias=False)
+        self.q_norm_x = RMSNorm(head_dim)
+        self.k_norm_x = RMSNorm(head_dim)
+        self.q_norm_y = RMSNorm(head_dim)
+        self.k_norm_y = RMSNorm(head_dim)
+        self.proj_x = nn.Linear(dim, dim)
+        self.proj_y = nn.Linear(dim, dim)
+
+    def forward(self, image_in, text_in, image_rope, text_rope, txt_key_mask, with_text_output: bool):
+        out_img, out_txt = seams.attention(
+            self.qkv_x(image_in),
+            (self.q_norm_x.weight, self.k_norm_x.weight),
+            image_rope,
+            self.num_heads,
+            qkv_txt=self.qkv_y(text_in),
+            txt_qk_norm=(self.q_norm_y.weight, self.k_norm_y.weight),
+            txt_rope=text_rope,
+            txt_key_mask=txt_key_mask,
+        )
+        return self.proj_x(out_img), (self.proj_y(out_txt) if with_text_output else None)
+
+
+class MMDiTBlock(nn.Module):
+    """Joint text/image block with per-stream adaLN from the timestep condition."""
+
+    def __init__(self, dim: int, num_heads: int):
+        super().__init__()
+        self.norm_x1 = RMSNorm(dim)
+        self.norm_y1 = RMSNorm(dim)
+        self.attn = JointAttention(dim, num_heads)
+        self.norm_x2 = RMSNorm(dim)
+        self.norm_y2 = RMSNorm(dim)
+        self.mlp_x = SwiGLU(dim, 4 * dim)
+        self.mlp_y = SwiGLU(dim, 4 * dim)
+        self.adaLN_modulation_img = nn.Sequential(nn.Linear(dim, MODULATION_CHUNKS * dim))
+        self.adaLN_modulation_txt = nn.Sequential(nn.Linear(dim, MODULATION_CHUNKS * dim))
+
+    def modulation(self, condition: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """silu(t_emb) [N, 1, C] -> (image, text) modulation, each [N, 1, 6C]."""
+        return self.adaLN_modulation_img(condition), self.adaLN_modulation_txt(condition)
+
+    def forward(
+        self,
+        image_tokens: torch.Tensor,
+        text_tokens: torch.Tensor,
+        image_modulation: torch.Tensor,
+        text_modulation: torch.Tensor,
+        image_rope,
+        text_rope,
+        txt_key_mask: Optional[torch.Tensor] = None,
+        with_text_output: bool = True,
+    ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Image [B, Li, C] and text [B, Lt, C] streams -> updated streams.
+
+        `with_text_output=False` (the last block) skips the text output branch, which
+        the release computes and then discards.
+        """
+        shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = image_modulation.chunk(MODULATION_CHUNKS, dim=-1)
+        t_shift_a, t_scale_a, t_gate_a, t_shift_m, t_scale_m, t_gate_m = text_modulation.chunk(
+            MODULATION_CHUNKS, dim=-1
+        )
+        attn_img, attn_txt = self.attn(
+            seams.rmsnorm_modulate(image_tokens, self.norm_x1.weight, shift_a, scale_a),
+            seams.rmsnorm_modulate(text_tokens, self.norm_y1.weight, t_shift_a, t_scale_a),
+            image_rope,
+            text_rope,
+            txt_key_mask,
+            with_text_output,
+        )
+        image_tokens, mlp_in = seams.gated_residual_rmsnorm_modulate(
+            image_tokens, gate_a, attn_img, self.norm_x2.weight, shift_m, scale_m
+        )
+        image_tokens = seams.gated_residual(image_tokens, gate_m, self.mlp_x(mlp_in))
+        if not with_text_output:
+            return image_tokens, None
+        text_tokens, text_mlp_in = seams.gated_residual_rmsnorm_modulate(
+            text_tokens, t_gate_a, attn_txt, self.norm_y2.weight, t_shift_m, t_scale_m
+        )
+        text_tokens = seams.gated_residual(text_tokens, t_gate_m, self.mlp_y(text_mlp_in))
+        return image_tokens, text_tokens
+
+
+class PixelAttention(nn.Module):
+    def __init__(self, dim: int, num_heads: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.q_norm = RMSNorm(dim // num_heads)
+        self.k_norm = RMSNorm(dim // num_heads)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, tokens: torch.Tensor, rope) -> torch.Tensor:
+        out, _ = seams.attention(
+            self.qkv(tokens), (self.q_norm.weight, self.k_norm.weight), rope, self.num_heads
+        )
+        return self.proj(out)
+
+
+class PixelMLP(nn.Module):
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+
+
+class PiTBlock(nn.Module):
+    """Pixel block: per-pixel adaLN from the patch token, patch-level attention through a
+    compress (P2*Dp -> A) / expand (A -> P2*Dp) pair, per-pixel GELU MLP."""
+
+    def __init__(self, pixel_dim: int, patch_dim: int, patch_size: int, attn_dim: int, num_heads: int):
+        super().__init__()
+        self.pixel_dim = pixel_dim
+        pixels_per_patch = patch_size * patch_size
+        self.compress_to_attn = nn.Linear(pixels_per_patch * pixel_dim, attn_dim)
+        self.expand_from_attn = nn.Linear(attn_dim, pixels_per_patch * pixel_dim)
+        self.norm1 = RMSNorm(pixel_dim)
+        self.attn = PixelAttention(attn_dim, num_heads)
+        self.norm2 = RMSNorm(pixel_dim)
+        self.mlp = PixelMLP(pixel_dim, 4 * pixel_dim)
+        self.adaLN_modulation = nn.Sequential(nn.Linear(patch_dim, MODULATION_CHUNKS * pixel_dim * pixels_per_patch))
+
+    def forward(self, pixels: torch.Tensor, patch_condition: torch.Tensor, batch: int, rope) -> torch.Tensor:
+        """pixels [B*Li, P2, Dp], patch_condition [B*Li, C] -> pixels."""
+        tokens, pixels_per_patch, _ = pixels.shape
+        modulation = self.adaLN_modulation(patch_condition).view(tokens, pixels_per_patch, -1)
+        shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = modulation.chunk(MODULATION_CHUNKS, dim=-1)
+        attn_in = seams.rmsnorm_modulate(pixels, self.norm1.weight, shift_a, scale_a)
+        compressed = self.compress_to_attn(attn_in.reshape(batch, tokens // batch, -1))
+        expanded = self.expand_from_attn(self.attn(compressed, rope))
+        pixels = seams.gated_residual(pixels, gate_a, expanded.view_as(pixels))
+        return seams.pit_pixel_mlp(
+            pixels,
+            self.norm2.weight,
+            shift_m,
+            scale_m,
+            gate_m,
+            self.mlp.fc1.weight,
+            self.mlp.fc1.bias,
+            self.mlp.fc2.weight,
+            self.mlp.fc2.bias,
+        )

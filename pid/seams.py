@@ -1,0 +1,277 @@
+"""The seams of the PiD network: every op a fused kernel may replace, in plain PyTorch.
+
+The model calls these functions, never their bodies inline, so `pid_kernels`
+(Triton) and `csrc` (CUDA C++) can swap one op at a time with `override(name, fn)`.
+The bodies here are the references: they follow the release's arithmetic
+(float32 RMS statistics, float64 sampler update) so the float32 path lands on the
+golden vectors.
+
+Shapes: B batch, Li image tokens (patch grid Hs*Ws), Lt text tokens, C width,
+P2 = patch_size**2 pixels per patch, Dp per-pixel width.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+
+RMS_EPS = 1e-6
+
+_overrides: dict[str, Callable] = {}
+
+
+def seam(fn: Callable) -> Callable:
+    """Route calls to `fn` through the override table (identity when none is set)."""
+
+    @functools.wraps(fn)
+    def dispatch(*args, **kwargs):
+        return _overrides.get(fn.__name__, fn)(*args, **kwargs)
+
+    dispatch.reference = fn
+    SEAMS[fn.__name__] = dispatch
+    return dispatch
+
+
+SEAMS: dict[str, Callable] = {}
+
+
+def override(name: str, impl: Optional[Callable]) -> Optional[Callable]:
+    """Install `impl` for seam `name` (None restores the reference); returns the previous one."""
+    if name not in SEAMS:
+        raise KeyError(f"unknown seam {name!r}; seams: {sorted(SEAMS)}")
+    previous = _overrides.pop(name, None)
+    if impl is not None:
+        _overrides[name] = impl
+    return previous
+
+
+def active_overrides() -> dict[str, Callable]:
+    return dict(_overrides)
+
+
+@seam
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float = RMS_EPS) -> torch.Tensor:
+    """RMSNorm over the last dim: statistics in float32, scaled by `weight`."""
+    x32 = x.float()
+    normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * normed.to(x.dtype)
+
+
+@seam
+def rmsnorm_modulate(
+    x: torch.Tensor, weight: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, eps: float = RMS_EPS
+) -> torch.Tensor:
+    """adaLN: rms_norm(x) * (1 + scale) + shift; shift/scale broadcast against x."""
+    return rms_norm.reference(x, weight, eps) * (1 + scale) + shift
+
+
+@seam
+def gated_residual(x: torch.Tensor, gate: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """x + gate * y (gate broadcasts)."""
+    return x + gate * y
+
+
+@seam
+def gated_residual_rmsnorm_modulate(
+    x: torch.Tensor,
+    gate: torch.Tensor,
+    y: torch.Tensor,
+    weight: torch.Tensor,
+    shift: torch.Tensor,
+    scale: torch.Tensor,
+    eps: float = RMS_EPS,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The chain between a block's attention and its MLP, one read of x:
+    x' = x + gate * y and rmsnorm_modulate(x', ...). Returns (x', modulated x')."""
+    updated = gated_residual.reference(x, gate, y)
+    return updated, rmsnorm_modulate.reference(updated, weight, shift, scale, eps)
+
+
+@seam
+def sigma_gate(
+    x: torch.Tensor,
+    lq: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    log_alpha: torch.Tensor,
+    sigma: torch.Tensor,
+) -> torch.Tensor:
+    """Sigma-aware LQ injection: x + sigmoid([x, lq] W^T + b - exp(log_alpha) * sigma) * lq.
+
+    x, lq: [B, Li, C]; weight: [N, 2C] with N = C (per token and channel, v1) or
+    N = 1 (per token, v1.5); sigma: [B], its term is computed in float32.
+    """
+    content_logit = F.linear(torch.cat([x, lq], dim=-1), weight, bias)
+    sigma_offset = -log_alpha.float().exp() * sigma.float().view(-1, 1, 1)
+    # The float32 sigma term promotes; the stream keeps its own dtype (bf16 models stay bf16).
+    return (x + torch.sigmoid(content_logit + sigma_offset) * lq).to(x.dtype)
+
+
+@seam
+def sigma_gate_split(
+    x: torch.Tensor, lq: torch.Tensor, weight_x: torch.Tensor, lq_logit: torch.Tensor
+) -> torch.Tensor:
+    """The sigma gate with its step-invariant half precomputed:
+    x + sigmoid(x W_x^T + lq_logit) * lq, where lq_logit = lq W_lq^T + b - exp(log_alpha) * sigma
+    [B, Li, N] float32 (see `pid.model.lq_adapter.SigmaGate.lq_logit`) and W_x = W[:, :C]."""
+    return (x + torch.sigmoid(F.linear(x, weight_x) + lq_logit) * lq).to(x.dtype)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate adjacent channel pairs of x [B, N, H, D] by angles given as cos/sin [N, D/2]."""
+    pairs = x.float().reshape(*x.shape[:-1], -1, 2)
+    real, imag = pairs[..., 0], pairs[..., 1]
+    cos, sin = cos[None, :, None, :], sin[None, :, None, :]
+    rotated = torch.stack([real * cos - imag * sin, real * sin + imag * cos], dim=-1)
+    return rotated.flatten(-2).type_as(x)
+
+
+def _split_qkv_norm_rope(qkv, num_heads, q_norm_weight, k_norm_weight, rope):
+    """Fused qkv [B, N, 3C] -> q, k, v as [B, H, N, D] with per-head RMSNorm and RoPE on q, k."""
+    batch, length, three_c = qkv.shape
+    head_dim = three_c // (3 * num_heads)
+    q, k, v = qkv.view(batch, length, 3, num_heads, head_dim).unbind(2)
+    q = rms_norm.reference(q, q_norm_weight)
+    k = rms_norm.reference(k, k_norm_weight)
+    if rope is not None:
+        q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+    return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+
+
+@seam
+def attention(
+    qkv_img: torch.Tensor,
+    img_qk_norm: tuple[torch.Tensor, torch.Tensor],
+    img_rope: tuple[torch.Tensor, torch.Tensor],
+    num_heads: int,
+    qkv_txt: Optional[torch.Tensor] = None,
+    txt_qk_norm: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
+    txt_rope: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
+    txt_key_mask: Optional[torch.Tensor] = None,
+) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """Joint attention over [text, image] straight from the fused qkv projections.
+
+    qkv_img [B, Li, 3C], qkv_txt [B, Lt, 3C] (None: image-only attention, as in the
+    PiT blocks). q and k get a per-stream, per-head RMSNorm and then RoPE
+    (cos/sin tables [L, D/2]); scale 1/sqrt(D). `txt_key_mask` [B, Lt] (True = keep)
+    hides padded caption tokens from every query; the release passes none.
+    Returns (out_img [B, Li, C], out_txt [B, Lt, C] or None).
+    """
+    q, k, v = _split_qkv_norm_rope(qkv_img, num_heads, *img_qk_norm, img_rope)
+    text_len = 0
+    attn_mask = None
+    if qkv_txt is not None:
+        q_txt, k_txt, v_txt = _split_qkv_norm_rope(qkv_txt, num_heads, *txt_qk_norm, txt_rope)
+        text_len = q_txt.shape[2]
+        q, k, v = torch.cat([q_txt, q], 2), torch.cat([k_txt, k], 2), torch.cat([v_txt, v], 2)
+    if txt_key_mask is not None:
+        image_keep = txt_key_mask.new_ones(txt_key_mask.shape[0], qkv_img.shape[1])
+        attn_mask = torch.cat([txt_key_mask.bool(), image_keep.bool()], 1)[:, None, None, :]
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+    out = out.transpose(1, 2).flatten(2)
+    return out[:, text_len:], (out[:, :text_len] if qkv_txt is not None else None)
+
+
+@seam
+def patch_embed(image: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """Patch tokens: [B, 3, H, W] -> [B, Li, C], each patch flattened channel-major (c, i, j)."""
+    patches = F.unfold(image, kernel_size=patch_size, stride=patch_size).transpose(1, 2)
+    return F.linear(patches, weight, bias)
+
+
+@seam
+def pixel_embed(
+    image: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, position_table: torch.Tensor, patch_size: int
+) -> torch.Tensor:
+    """Pixel tokens: per-pixel linear 3 -> Dp plus the full-image position table [H*W, Dp],
+    laid out patch-major: [B, 3, H, W] -> [B*Li, P2, Dp]."""
+    batch, _, height, width = image.shape
+    pixels = F.linear(image.permute(0, 2, 3, 1), weight, bias)
+    pixels = pixels + position_table.view(height, width, -1)
+    grid_h, grid_w = height // patch_size, width // patch_size
+    pixels = pixels.view(batch, grid_h, patch_size, grid_w, patch_size, -1).permute(0, 1, 3, 2, 4, 5)
+    return pixels.reshape(batch * grid_h * grid_w, patch_size * patch_size, -1)
+
+
+@seam
+def pixels_to_image(
+    pixels: torch.Tensor,
+    norm_weight: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    image_hw: tuple[int, int],
+    patch_size: int,
+) -> torch.Tensor:
+    """Final layer + un-patchify: RMSNorm, linear Dp -> 3, [B*Li, P2, Dp] -> [B, 3, H, W]."""
+    height, width = image_hw
+    grid_h, grid_w = height // patch_size, width // patch_size
+    rgb = F.linear(rms_norm.reference(pixels, norm_weight), weight, bias)
+    rgb = rgb.view(-1, grid_h, grid_w, patch_size, patch_size, rgb.shape[-1]).permute(0, 5, 1, 3, 2, 4)
+    return rgb.reshape(rgb.shape[0], rgb.shape[1], height, width)
+
+
+@seam
+def pit_pixel_mlp(
+    pixels: torch.Tensor,
+    norm_weight: torch.Tensor,
+    shift: torch.Tensor,
+    scale: torch.Tensor,
+    gate: torch.Tensor,
+    fc1_weight: torch.Tensor,
+    fc1_bias: torch.Tensor,
+    fc2_weight: torch.Tensor,
+    fc2_bias: torch.Tensor,
+) -> torch.Tensor:
+    """The MLP half of a PiT block, per pixel: x + gate * fc2(gelu(fc1(adaLN(x)))).
+
+    pixels [B*Li, P2, Dp]; shift/scale/gate [B*Li, P2, Dp] (views of the modulation);
+    GELU is the exact (erf) form, as the release's nn.GELU().
+    """
+    hidden = rmsnorm_modulate.reference(pixels, norm_weight, shift, scale)
+    hidden = F.linear(F.gelu(F.linear(hidden, fc1_weight, fc1_bias)), fc2_weight, fc2_bias)
+    return pixels + gate * hidden
+
+
+@seam
+def to_image(images: torch.Tensor, round_to_nearest: bool) -> torch.Tensor:
+    """[B, 3, H, W] in [-1, 1] -> uint8 [B, H, W, 3]: (x + 1) * 127.5, truncated toward
+    zero (the release's writer) or rounded half to even."""
+    scaled = (images.float().clamp(-1, 1) + 1) * 127.5
+    if round_to_nearest:
+        scaled = scaled.round()
+    return scaled.to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+
+
+def sampler_update(
+    x_t: torch.Tensor, velocity: torch.Tensor, t: torch.Tensor, t_next: torch.Tensor, noise: Optional[torch.Tensor]
+) -> torch.Tensor:
+    """One distilled step: x0 = x_t - t * v (in float64, as the release), then re-noise
+    to t_next with `noise`; returns x0 itself when `noise` is None (the last step).
+
+    t, t_next: 0-dim float32 tensors (fractions in [0, 1]).
+    """
+    x0 = (x_t.double() - t.double() * velocity.double()).to(x_t.dtype)
+    if noise is None:
+        return x0
+    return (1.0 - t_next) * x0 + t_next * noise
+
+
+@seam
+def unembed_update(
+    pixels: torch.Tensor,
+    norm_weight: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    image_hw: tuple[int, int],
+    patch_size: int,
+    x_t: torch.Tensor,
+    t: torch.Tensor,
+    t_next: torch.Tensor,
+    noise: Optional[torch.Tensor],
+) -> torch.Tensor:
+    """Final layer, un-patchify and sampler step in one: the next x_t (x0 on the last step)."""
+    velocity = pixels_to_image.reference(pixels, norm_weight, weight, bias, image_hw, patch_size)
+    return sampler_update(x_t, velocity.float(), t, t_next, noise)

@@ -1,0 +1,1 @@
+"""Fused ops written in Triton, one module per op."""

@@ -1,0 +1,115 @@
+"""pid_kernels/pit_pixel_mlp.py (CUDA): the PiT MLP half per pixel vs the seam's reference."""
+
+import pytest
+import torch
+from torch._dynamo.backends.debugging import aot_eager
+from torch._subclasses.fake_tensor import FakeTensorMode
+
+import pid_kernels
+from kernel_testing import DTYPES, assert_within_eager_error, maybe_compiled
+from pid import seams
+from pid_kernels.cuda import pit_pixel_mlp as module
+
+
+def mlp_args(tokens=7, pixels_per_patch=37, misaligned=False, device="cpu", seed=0):
+    """pixels storage (flat, with a one-element offset when misaligned), its shape, the
+    [N, P2, 96] modulation and the weights: norm [16], fc1 [64, 16] + [64], fc2 [16, 64] + [16]."""
+    gen = torch.Generator(device=device).manual_seed(seed)
+
+    def randn(*shape, scale=1.0):
+        return torch.randn(*shape, generator=gen, device=device) * scale
+
+    pixels = randn(tokens * pixels_per_patch * 16 + int(misaligned))
+    modulation = randn(tokens, pixels_per_patch, 96)
+    weights = [torch.rand(16, generator=gen, device=device) + 0.5, randn(64, 16, scale=0.25), randn(64),
+               randn(16, 64, scale=0.125), randn(16)]
+    return [pixels, modulation, *weights]
+
+
+def per_pixel(fn):
+    """Build the seam's arguments from mlp_args after any dtype cast, so views keep their strides."""
+
+    def call(storage, modulation, norm_weight, fc1_weight, fc1_bias, fc2_weight, fc2_bias):
+        tokens, pixels_per_patch, _ = modulation.shape
+        pixels = storage[storage.numel() % 16:].view(tokens, pixels_per_patch, 16)
+        shift, scale, gate = modulation.chunk(6, -1)[3:]
+        return fn(pixels, norm_weight, shift, scale, gate, fc1_weight, fc1_bias, fc2_weight, fc2_bias)
+
+    return call
+
+
+def seam_args(args):
+    storage, modulation, *weights = args
+    pixels = storage.view(*modulation.shape[:2], 16)
+    shift, scale, gate = modulation.chunk(6, -1)[3:]
+    return [pixels, weights[0], shift, scale, gate, *weights[1:]]
+
+
+def test_cpu_falls_back_to_the_reference():
+    args = seam_args(mlp_args())
+    assert any("CPU tensor" in reason for reason in module.supports(*args))
+    pid_kernels.enable(["pit_pixel_mlp"], strict=False)
+    try:
+        out = seams.pit_pixel_mlp(*args)
+    finally:
+        pid_kernels.disable(["pit_pixel_mlp"])
+    assert torch.equal(out, module.reference(*args))
+
+
+def test_refuses_other_widths():
+    args = seam_args(mlp_args())
+    args[0] = torch.randn(7, 37, 24)
+    assert any("are not [B*Li, P2, 16]" in reason for reason in module.supports(*args))
+    args = seam_args(mlp_args())
+    args[5] = args[5][:32]
+    assert any("fc1_weight must be" in reason for reason in module.supports(*args))
+
+
+def test_fake_shapes_under_compile():
+    args = mlp_args(tokens=3, pixels_per_patch=4)
+    for dtype in DTYPES:
+        cast = [t.to(dtype) for t in args]
+        torch._dynamo.reset()
+        targets = []
+
+        def backend(graph_module, example_inputs):
+            targets.extend(str(node.target) for node in graph_module.graph.nodes if node.op == "call_function")
+            return aot_eager(graph_module, example_inputs)
+
+        out = torch.compile(per_pixel(module.pit_pixel_mlp), fullgraph=True, backend=backend)(*cast)
+        assert "pid_cuda.pit_pixel_mlp" in targets and out.dtype == dtype and out.shape == (3, 4, 16)
+        assert torch.equal(out, per_pixel(module.reference)(*cast))
+    with FakeTensorMode():
+        pixels = torch.empty(6, 256, 16, dtype=torch.bfloat16, device="cuda")
+        shift, scale, gate = torch.empty(6, 256, 96, dtype=torch.bfloat16, device="cuda").chunk(6, -1)[3:]
+        shapes = ((16,), (64, 16), (64,), (16, 64), (16,))
+        weights = [torch.empty(*shape, dtype=torch.bfloat16, device="cuda") for shape in shapes]
+        out = module.pit_pixel_mlp(pixels, weights[0], shift, scale, gate, *weights[1:])
+        assert out.shape == pixels.shape and out.dtype == torch.bfloat16 and out.is_cuda
+
+
+# (tokens, pixels per patch, misaligned pixels): the release's 256 pixels per patch, a pixel
+# count that is not a multiple of the block, and a misaligned pixel tensor (element path).
+GPU_CASES = {"p2_256": (3, 256, False), "ragged": (7, 37, False), "misaligned": (5, 19, True)}
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("case", GPU_CASES)
+def test_kernel_within_eager_error(case):
+    tokens, pixels_per_patch, misaligned = GPU_CASES[case]
+    args = mlp_args(tokens, pixels_per_patch, misaligned, device="cuda", seed=len(case))
+    assert per_pixel(module.supports)(*args) == []
+    for dtype in DTYPES:
+        assert_within_eager_error(maybe_compiled(per_pixel(module.pit_pixel_mlp)), per_pixel(module.reference), args,
+                                  dtype, case)
+
+
+@pytest.mark.gpu
+def test_seam_runs_fused_in_strict_mode():
+    args = mlp_args(2, 256, device="cuda")
+    pid_kernels.enable(["pit_pixel_mlp"], strict=True)  # a refusal would raise
+    try:
+        for dtype in DTYPES:
+            assert_within_eager_error(per_pixel(seams.pit_pixel_mlp), per_pixel(module.reference), args, dtype, "seam")
+    finally:
+        pid_kernels.disable(["pit_pixel_mlp"])

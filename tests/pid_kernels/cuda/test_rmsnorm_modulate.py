@@ -1,0 +1,112 @@
+"""pid_kernels/rmsnorm_modulate.py (CUDA): CPU fallback, fake shapes under torch.compile, kernel vs eager on GPU."""
+
+import pytest
+import torch
+from torch._dynamo.backends.debugging import aot_eager
+from torch._subclasses.fake_tensor import FakeTensorMode
+
+import pid_kernels
+from kernel_testing import DTYPES, assert_within_eager_error, maybe_compiled
+from pid import seams
+from pid_kernels.cuda import rmsnorm_modulate as module
+
+
+def adaln_args(batch=2, tokens=37, width=64, per_token=False, device="cpu", seed=0):
+    """x [B, L, C], weight [C], and the [B, 1 or L, 6C] modulation whose first two chunks
+    are shift and scale (chunked inside the callers, so every dtype keeps the strides)."""
+    gen = torch.Generator(device=device).manual_seed(seed)
+    x = torch.randn(batch, tokens, width, generator=gen, device=device)
+    weight = torch.rand(width, generator=gen, device=device) + 0.5
+    modulation = torch.randn(batch, tokens if per_token else 1, 6 * width, generator=gen, device=device)
+    return [x, weight, modulation]
+
+
+def chunked(fn):
+    return lambda x, weight, modulation: fn(x, weight, *modulation.chunk(6, -1)[:2])
+
+
+def compiled_with_ops(fn, *args):
+    """fn(*args) through torch.compile(fullgraph=True, aot_eager), and the pid_cuda ops in its graph."""
+    torch._dynamo.reset()
+    targets = []
+
+    def backend(graph_module, example_inputs):
+        targets.extend(str(node.target) for node in graph_module.graph.nodes if node.op == "call_function")
+        return aot_eager(graph_module, example_inputs)
+
+    result = torch.compile(fn, fullgraph=True, backend=backend)(*args)
+    return result, [target for target in targets if "pid_cuda" in target]
+
+
+def test_cpu_falls_back_to_the_reference():
+    x, weight, modulation = adaln_args()
+    shift, scale = modulation.chunk(6, -1)[:2]
+    assert any("CPU tensor" in reason for reason in module.supports(x, weight, shift, scale))
+    pid_kernels.enable(["rmsnorm_modulate"], strict=False)
+    try:
+        before = pid_kernels.CALLS["rmsnorm_modulate"]["fallback"]
+        out = seams.rmsnorm_modulate(x, weight, shift, scale)
+        assert pid_kernels.CALLS["rmsnorm_modulate"]["fallback"] == before + 1
+    finally:
+        pid_kernels.disable(["rmsnorm_modulate"])
+    assert torch.equal(out, module.reference(x, weight, shift, scale))
+
+
+def test_refusals_name_their_reason():
+    x, weight, modulation = adaln_args()
+    shift, scale = modulation.chunk(6, -1)[:2]
+    reasons = module.supports(x.double(), weight, shift, scale) + module.supports(x, weight[:5], shift, scale)
+    assert any("float64" in r for r in reasons) and any("weight must be" in r for r in reasons)
+    assert any("x is 4-D" in r for r in module.supports(x[None], weight, shift, scale))
+
+
+def test_fake_shapes_under_compile():
+    x, weight, modulation = adaln_args(tokens=5, width=24)
+    for dtype in DTYPES:
+        args = [t.to(dtype) for t in (x, weight, modulation)]
+        out, used = compiled_with_ops(chunked(module.rmsnorm_modulate), *args)
+        assert used and out.dtype == dtype and out.shape == x.shape
+        assert torch.equal(out, chunked(module.reference)(*args))
+    with FakeTensorMode():
+        pixels = torch.empty(6, 256, 16, dtype=torch.bfloat16, device="cuda")
+        shift, scale = torch.empty(6, 256, 96, dtype=torch.bfloat16, device="cuda").chunk(6, -1)[:2]
+        out = module.rmsnorm_modulate(pixels, torch.empty(16, dtype=torch.bfloat16, device="cuda"), shift, scale)
+        assert out.shape == pixels.shape and out.dtype == torch.bfloat16 and out.is_cuda
+
+
+# (batch, tokens, width, per-token modulation): MM-DiT-like rows (16-byte path), widths that
+# are not a multiple of 8 (element path), PiT pixels (one thread per pixel), a 2-D x, and
+# the widest fp32 row (several warps and a block reduction).
+GPU_CASES = {
+    "mmdit_c256": (2, 37, 256, False),
+    "mmdit_c1536": (2, 19, 1536, False),
+    "scalar_c100": (2, 33, 100, False),
+    "scalar_c3": (2, 45, 3, False),
+    "pit_pixels": (7, 37, 16, True),
+    "wide_c4096": (2, 5, 4096, False),
+}
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("case", GPU_CASES)
+def test_kernel_within_eager_error(case):
+    batch, tokens, width, per_token = GPU_CASES[case]
+    args = adaln_args(batch, tokens, width, per_token, device="cuda", seed=len(case))
+    shift, scale = args[2].chunk(6, -1)[:2]
+    assert module.supports(args[0], args[1], shift, scale) == []
+    fused = maybe_compiled(chunked(module.rmsnorm_modulate))
+    for dtype in DTYPES:
+        assert_within_eager_error(fused, chunked(module.reference), args, dtype, case)
+
+
+@pytest.mark.gpu
+def test_kernel_two_dimensional_x_and_strict_seam():
+    x, weight, modulation = adaln_args(1, 29, 72, device="cuda")
+    x, shift, scale = x[0], modulation[0, 0, :72], modulation[0, 0, 72:144]
+    pid_kernels.enable(["rmsnorm_modulate"], strict=True)  # a refusal would raise
+    try:
+        for dtype in DTYPES:
+            args = [t.to(dtype) for t in (x, weight, shift, scale)]
+            assert_within_eager_error(seams.rmsnorm_modulate, module.reference, args, dtype, "2-D x")
+    finally:
+        pid_kernels.disable(["rmsnorm_modulate"])

@@ -1,0 +1,158 @@
+"""pid_kernels/attention.py: fused QK-RMSNorm + RoPE + joint attention vs the seam's reference."""
+
+import pytest
+import torch
+
+import pid
+import pid_kernels
+from kernel_testing import DTYPES, assert_within_eager_error, maybe_compiled
+from pid.model.positions import rope_2d, rope_text
+from pid_kernels.triton import attention
+from pid_kernels.runtime import interpreting
+from tiny import tiny_inputs, tiny_net
+
+# The decoded image through the fused op vs the reference decode, both float32.
+DECODE_TOLERANCE = {torch.float32: dict(rtol=1e-4, atol=1e-4)}
+
+
+def attention_args(
+    batch=2, heads=2, head_dim=64, grid_hw=(7, 9), text_len=7, key_mask=False, text_rope=True, seed=0,
+):
+    """Seam arguments: qkv_img [B, Hs*Ws, 3HD] and, with text_len > 0, a text stream [B, Lt, 3HD]."""
+    gen = torch.Generator().manual_seed(seed)
+    width = heads * head_dim
+
+    def weights():
+        return tuple(torch.rand(head_dim, generator=gen) + 0.5 for _ in range(2))
+
+    qkv_img = torch.randn(batch, grid_hw[0] * grid_hw[1], 3 * width, generator=gen)
+    args = [qkv_img, weights(), rope_2d(head_dim, *grid_hw, 4, 4), heads]
+    if text_len:
+        mask = None
+        if key_mask:
+            mask = torch.rand(batch, text_len, generator=gen) > 0.4
+            mask[-1] = False  # one sample whose caption is all padding: image keys only
+        rope = rope_text(head_dim, text_len) if text_rope else None
+        args += [torch.randn(batch, text_len, 3 * width, generator=gen), weights(), rope, mask]
+    return args
+
+
+@pytest.fixture
+def blocks(monkeypatch):
+    """blocks(m, n, fused_k_tiles): launch config for both head-dim classes (default: the arch table)."""
+
+    def set_blocks(block_m, block_n, fused_k_max_q_tiles):
+        value = f"BLOCK_M={block_m},BLOCK_N={block_n},FUSED_K_MAX_Q_TILES={fused_k_max_q_tiles}"
+        monkeypatch.setenv("PID_TUNING_ATTENTION", value)
+        monkeypatch.setenv("PID_TUNING_ATTENTION_D128", value)
+
+    return set_blocks
+
+
+def check(args, what):
+    fused = maybe_compiled(attention.attention)
+    assert attention.supports(*args) == []
+    for dtype in DTYPES:
+        assert_within_eager_error(fused, attention.reference, args, dtype, what)
+
+
+def test_joint_masked_prepared_keys(blocks):
+    """Head dim 64, 63 image + 7 text tokens over 16-row tiles: ragged tiles, the key pre-pass."""
+    blocks(16, 16, 0)
+    check(attention_args(head_dim=64, grid_hw=(7, 9), text_len=7, key_mask=True), "d64 joint masked")
+
+
+def test_joint_fused_keys_single_text_token(blocks):
+    """Head dim 72 (padded to 128 in registers), 1 text token without RoPE, keys normed in the loop."""
+    blocks(16, 16, 100)
+    check(attention_args(head_dim=72, grid_hw=(3, 5), text_len=1, text_rope=False), "d72 joint")
+
+
+@pytest.mark.parametrize("fused_k_max_q_tiles", [0, 100])
+def test_image_only(blocks, fused_k_max_q_tiles):
+    """PiT: image-only attention, 3 heads of 72 on a 7x9 grid."""
+    blocks(32, 16, fused_k_max_q_tiles)
+    check(attention_args(heads=3, head_dim=72, grid_hw=(7, 9), text_len=0), "d72 image only")
+
+
+def test_long_caption_default_tuning():
+    """300 caption tokens (the release's maximum) with the arch table's own tiles."""
+    args = attention_args(heads=1, head_dim=64, grid_hw=(3, 5), text_len=300, key_mask=True)
+    assert_within_eager_error(
+        maybe_compiled(attention.attention), attention.reference, args, torch.bfloat16, "lt 300"
+    )
+
+
+def test_returns_no_text_output_without_text():
+    out_img, out_txt = attention.attention(*attention_args(grid_hw=(3, 5), text_len=0))
+    assert out_img.shape == (2, 15, 128) and out_txt is None
+
+
+def test_fake_impl_shapes():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        args = attention_args(head_dim=64, grid_hw=(3, 5), text_len=7, key_mask=True)
+        out_img, out_txt = attention.attention(*args)
+    assert out_img.shape == (2, 15, 128) and out_txt.shape == (2, 7, 128)
+
+
+def test_supports_reasons(monkeypatch):
+    args = attention_args(head_dim=64, grid_hw=(3, 5), text_len=7, key_mask=True)
+    qkv_img, img_norm, img_rope, heads, qkv_txt, txt_norm, txt_rope, mask = args
+
+    def reasons(**changes):
+        named = dict(qkv_img=qkv_img, img_qk_norm=img_norm, img_rope=img_rope, num_heads=heads,
+                     qkv_txt=qkv_txt, txt_qk_norm=txt_norm, txt_rope=txt_rope, txt_key_mask=mask)
+        return " ".join(attention.supports(**{**named, **changes}))
+
+    assert reasons() == ""
+    assert "dtype float64" in reasons(qkv_img=qkv_img.double(), qkv_txt=qkv_txt.double())
+    assert "qkv_txt dtype" in reasons(qkv_txt=qkv_txt.half())
+    wide = torch.randn(2, 15, 3 * 2 * 130)
+    assert "head dim 130" in reasons(qkv_img=wide, img_qk_norm=(torch.ones(130),) * 2, img_rope=None, qkv_txt=None,
+                                     txt_key_mask=None)
+    assert "not [B, L, 3 * 5 heads" in reasons(num_heads=5)
+    assert "does not match qkv_img" in reasons(qkv_txt=qkv_txt[..., :-6])
+    assert "rope cos shape" in reasons(img_rope=rope_2d(64, 3, 4, 4, 4))
+    assert "k norm weight shape" in reasons(txt_qk_norm=(txt_norm[0], torch.ones(32)))
+    assert "without q/k norm weights" in reasons(txt_qk_norm=None)
+    assert "txt_key_mask torch.float32" in reasons(txt_key_mask=mask.float())
+    assert "without a text stream" in reasons(qkv_txt=None)
+    assert "channels are not contiguous" in reasons(qkv_img=qkv_img.transpose(1, 2).contiguous().transpose(1, 2))
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    assert "CPU tensor" in reasons()
+
+
+def test_enabled_in_tiny_decode():
+    """The tiny model's MM-DiT (joint, masked caption) and PiT (image-only) attentions, fused, strictly."""
+    net = tiny_net()
+    latent, sigma, captions = tiny_inputs(net, text_len=7)
+    caption_mask = torch.ones(2, 7, dtype=torch.bool)
+    caption_mask[0, 4:] = False
+    expected = pid.Decoder(net).decode(latent, sigma, captions, caption_mask=caption_mask, seed=3, steps=2)
+    pid_kernels.enable([attention.NAME], strict=True)
+    try:
+        before = pid_kernels.CALLS[attention.NAME]["fused"]
+        ours = pid.Decoder(net).decode(latent, sigma, captions, caption_mask=caption_mask, seed=3, steps=2)
+        assert pid_kernels.CALLS[attention.NAME]["fused"] > before
+    finally:
+        pid_kernels.disable([attention.NAME])
+    torch.testing.assert_close(ours, expected, **DECODE_TOLERANCE[torch.float32])
+
+
+@pytest.mark.gpu
+def test_cuda_release_like_shapes():
+    """Compiled for the GPU with the arch table's tiles: 24x64 joint with 300 masked text tokens
+    (key pre-pass), 16x72 PiT on a 32x32 grid, and a short joint case (keys normed in the loop)."""
+    assert not interpreting()
+    cases = {
+        "d64 joint lt300": attention_args(batch=1, heads=24, head_dim=64, grid_hw=(32, 32), text_len=300,
+                                          key_mask=True),
+        "d72 image only": attention_args(batch=2, heads=16, head_dim=72, grid_hw=(32, 32), text_len=0),
+        "d64 joint short": attention_args(batch=2, heads=3, head_dim=64, grid_hw=(7, 9), text_len=7),
+    }
+    for what, args in cases.items():
+        on_gpu = [a.cuda() if isinstance(a, torch.Tensor) else
+                  (tuple(t.cuda() for t in a) if isinstance(a, tuple) else a) for a in args]
+        check(on_gpu, what)
