@@ -1,7 +1,7 @@
 // Torch bindings: the CUDA implementations of the torch.ops.pid_cuda.* operators.
 //
 // The schemas, the fake (shape) implementations and the CPU reference implementations
-// are registered from Python (pid_kernels/cuda_ext.py and the op modules), so that
+// are registered from Python (pid_kernels/cuda/loader.py and the op modules), so that
 // torch.compile and the tests see the operators even where this library was not built.
 // Here each operator checks what the kernels rely on, turns tensors into the C ABI of
 // pid_kernels.h and launches on the current stream. Callers (the op modules) hand over
@@ -83,16 +83,6 @@ at::Tensor gated_residual(const at::Tensor& x, const at::Tensor& gate, const at:
   return out;
 }
 
-void gated_residual_(at::Tensor& x, const at::Tensor& gate, const at::Tensor& y) {
-  check_rows(x, x, "x");
-  check_rows(gate, x, "gate");
-  check_rows(y, x, "y");
-  const c10::cuda::CUDAGuard guard(x.device());
-  const pid_rows inout{x.mutable_data_ptr(), x.stride(0), x.stride(1)};
-  check_launch(pid_gated_residual(dtype_of(x), shape_of(x), inout, rows_of(gate), rows_of(y), inout, stream_of(x)),
-               "gated_residual_");
-}
-
 std::tuple<at::Tensor, at::Tensor> gated_residual_rmsnorm_modulate(const at::Tensor& x, const at::Tensor& gate,
                                                                    const at::Tensor& y, const at::Tensor& weight,
                                                                    const at::Tensor& shift, const at::Tensor& scale,
@@ -157,7 +147,6 @@ at::Tensor to_image(const at::Tensor& images, bool round_to_nearest) {
 TORCH_LIBRARY_IMPL(pid_cuda, CUDA, m) {
   m.impl("rmsnorm_modulate", &rmsnorm_modulate);
   m.impl("gated_residual", &gated_residual);
-  m.impl("gated_residual_", &gated_residual_);
   m.impl("gated_residual_rmsnorm_modulate", &gated_residual_rmsnorm_modulate);
   m.impl("pit_pixel_mlp", &pit_pixel_mlp);
   m.impl("to_image", &to_image);

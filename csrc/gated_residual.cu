@@ -1,4 +1,4 @@
-// gated_residual: x + gate * y (in place when out is x), and its fusion with the next
+// gated_residual: x + gate * y, and its fusion with the next
 // rmsnorm_modulate, which reads x, gate and y once and writes both x' and the
 // modulated x'. The gate is a strided view of the modulation; see rows.cuh.
 #include "rows.cuh"

@@ -38,7 +38,7 @@ enum { PID_MAX_ROW_BYTES = 32768 };
 int pid_rmsnorm_modulate(pid_dtype dtype, pid_row_shape shape, pid_rows x, const void* weight, pid_rows shift,
                          pid_rows scale, float eps, pid_rows out, cudaStream_t stream);
 
-// out = x + gate * y; out may be x itself (in place).
+// out = x + gate * y.
 int pid_gated_residual(pid_dtype dtype, pid_row_shape shape, pid_rows x, pid_rows gate, pid_rows y, pid_rows out,
                        cudaStream_t stream);
 

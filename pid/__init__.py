@@ -28,10 +28,3 @@ __all__ = [
     "to_pil",
     "to_uint8",
 ]
-
-# PID_FORCE_TRITON=1: every Triton op is switched on at import, strictly (a refusal raises),
-# so e.g. `TRITON_INTERPRET=1 PID_FORCE_TRITON=1` runs the whole model through the kernels on CPU.
-from pid_kernels.runtime import force_triton as _force_triton
-
-if _force_triton():
-    import pid_kernels  # noqa: F401  (enables the ops on import)

@@ -1,18 +1,33 @@
 """pid_kernels: fused Triton and CUDA ops for PiD, one module per op.
 
-Every op module holds the op's PyTorch reference (from `pid.seams`), its kernel,
-its `torch.library` registration with a fake implementation, and `supports(...)`.
-`enable()` routes the model's seams to the kernels; `PID_FORCE_TRITON=1` in the
-environment enables every Triton op at import, strictly.
+Every op module `pid_kernels/<backend>/<name>.py` holds the op's PyTorch reference
+(`pid.seams.<name>`), its kernel, its `torch.library` registration with a fake
+implementation, and `supports(...)`. `enable()` routes the model's seams to the
+kernels; `PID_FORCE_TRITON=1` in the environment enables every Triton op at import,
+strictly (`import pid` does not import this package; building a PiDNet does, then).
 """
 
-from pid_kernels.registry import CALLS, REGISTRY, KernelOp, KernelRefused, disable, enable, enabled, register
+from pid_kernels.registry import (
+    BACKENDS,
+    CALLS,
+    REGISTRY,
+    Capability,
+    KernelOp,
+    KernelRefused,
+    disable,
+    enable,
+    enabled,
+    failed,
+    register,
+)
 from pid_kernels.runtime import force_triton
 
-__all__ = ["CALLS", "REGISTRY", "KernelOp", "KernelRefused", "disable", "enable", "enabled", "register"]
+__all__ = [
+    "CALLS", "REGISTRY", "Capability", "KernelOp", "KernelRefused", "disable", "enable", "enabled", "failed",
+    "register",
+]
 
-# The subpackages that hold op modules, by backend; `loader` is the CUDA extension's loader, not an op.
-_OP_PACKAGES = ("triton", "cuda")
+# `loader` is the CUDA extension's loader, not an op; modules named _* hold shared helpers.
 _NOT_OPS = {"loader"}
 
 
@@ -23,7 +38,7 @@ def _import_ops() -> None:
 
     from pid_kernels.runtime import triton
 
-    for package in _OP_PACKAGES:
+    for package in BACKENDS:
         for module in pkgutil.iter_modules([f"{__path__[0]}/{package}"]):
             if module.name in _NOT_OPS or module.name.startswith("_"):
                 continue

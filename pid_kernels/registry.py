@@ -1,10 +1,12 @@
 """Fused ops plug into the seams of `pid.seams`; this module switches them on and off.
 
-Each op module registers a `KernelOp`: the seam it replaces, an `impl` with the
-seam's signature, and `supports(...)` with the same signature returning the
-reasons it refuses an input (empty list = it runs). An enabled op falls back to
-the seam's reference for inputs it refuses, except under PID_FORCE_TRITON=1,
-where a refusal raises, so a test can prove the fused path really ran.
+Each op module `pid_kernels/<backend>/<name>.py` registers one `KernelOp` named
+`<name>`, which replaces the seam `pid.seams.<name>` (`register` refuses any other
+name): an `impl` with the seam's signature, `supports(...)` with the same signature
+returning the reasons it refuses an input (empty list = it runs), and the devices it
+runs on (`Capability`, checked by `device_reasons` before any input is seen). An
+enabled op falls back to the seam's reference for inputs it refuses, except under
+PID_FORCE_TRITON=1, where a refusal raises, so a test can prove the fused path ran.
 """
 
 from __future__ import annotations
@@ -13,17 +15,63 @@ import warnings
 from dataclasses import dataclass
 from typing import Callable, Iterable, Optional
 
+import torch
+
 from pid import seams
-from pid_kernels.runtime import force_triton
+from pid_kernels.cuda import loader
+from pid_kernels.runtime import compute_capability, force_triton, triton_reasons_on
+
+BACKENDS = ("triton", "cuda")
+
+
+@dataclass(frozen=True)
+class Capability:
+    """The CUDA GPUs an op's kernels can run on, as flashinfer's @supported_compute_capability
+    states it on a function: compute capability `minimum` and newer; `why` says why not older."""
+
+    minimum: tuple[int, int]
+    why: str
+
+    def reasons(self, capability: Optional[tuple[int, int]]) -> list[str]:
+        """Why a GPU of this (major, minor) capability is refused (empty list: it is not)."""
+        if capability is None or tuple(capability) >= self.minimum:
+            return []
+        major, minor = capability
+        return [f"compute capability {major}.{minor} < {self.minimum[0]}.{self.minimum[1]} ({self.why})"]
+
+
+# The capability every op of a backend needs unless its KernelOp says otherwise.
+BACKEND_CAPABILITY = {
+    "triton": Capability((8, 0), "Triton supports NVIDIA GPUs of compute capability 8.0 and newer"),
+    # CUDA 13's nvcc builds nothing older than sm_75; csrc/ compiles for sm_75 (checked with nvcc 13.0).
+    "cuda": Capability((7, 5), "csrc/ is built with CUDA 13, which targets sm_75 and newer"),
+}
 
 
 @dataclass(frozen=True)
 class KernelOp:
-    name: str  # e.g. "sigma_gate"; also the pid_kernels module and test/bench file stem
-    seam: str  # the pid.seams seam it replaces
+    name: str  # e.g. "sigma_gate": the module pid_kernels/<backend>/<name>.py and the seam it replaces
+    seam: str  # the pid.seams seam it replaces (== name for every op of pid_kernels)
     backend: str  # "triton" or "cuda"
     impl: Callable
     supports: Callable[..., list[str]]
+    capability: Optional[Capability] = None  # None: the backend's (BACKEND_CAPABILITY)
+
+    def device_reasons(self, device: torch.device, build: bool = True) -> list[str]:
+        """Why this op cannot run for a model on `device` at all (empty list: it can; the
+        refusals of particular inputs come from `supports`). build=False never starts the
+        CUDA extension's JIT build: it reports what a first use would do (`pid info`)."""
+        device = torch.device(device)
+        if device.type == "cuda":
+            capability = self.capability or BACKEND_CAPABILITY[self.backend]
+            refused = capability.reasons(compute_capability(device))
+            if refused:
+                return refused
+        if self.backend == "triton":
+            return triton_reasons_on(device)
+        if device.type != "cuda":
+            return [f"{device.type} device (the CUDA extension needs a CUDA GPU)"]
+        return loader.load_reasons(build)
 
 
 REGISTRY: dict[str, KernelOp] = {}
@@ -34,8 +82,21 @@ FAILED: dict[str, str] = {}
 
 
 def register(op: KernelOp) -> KernelOp:
+    """Add `op` to REGISTRY. An op of pid_kernels itself must carry one name through every
+    layer: module pid_kernels/<backend>/<name>.py, KernelOp.name and seam (tests and other
+    packages may register ops of any name for any seam)."""
     if op.seam not in seams.SEAMS:
         raise KeyError(f"{op.name}: unknown seam {op.seam!r}")
+    if op.backend not in BACKENDS:
+        raise ValueError(f"{op.name}: backend {op.backend!r} is not one of {BACKENDS}")
+    module = op.supports.__module__
+    if module.startswith("pid_kernels."):
+        expected = f"pid_kernels.{op.backend}.{op.name}"
+        if module != expected or op.seam != op.name:
+            raise ValueError(
+                f"op {op.name!r} (seam {op.seam!r}) is defined in {module}: an op of pid_kernels lives in "
+                f"{expected} and replaces the seam of its own name"
+            )
     REGISTRY[op.name] = op
     return op
 
@@ -94,3 +155,8 @@ def enabled() -> list[str]:
     return sorted(
         impl.kernel_op.name for impl in seams.active_overrides().values() if getattr(impl, "kernel_op", None)
     )
+
+
+def failed() -> list[str]:
+    """The ops whose kernel raised on this machine; they run the reference from then on."""
+    return sorted(FAILED)

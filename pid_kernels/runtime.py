@@ -7,6 +7,8 @@ from typing import Optional
 
 import torch
 
+from pid.accel.kernels import force_triton
+
 try:  # Triton is optional: absent on macOS/Windows wheels, and then every op falls back.
     import triton
     import triton.language as tl
@@ -20,33 +22,44 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET") == "1"
 
 
-def force_triton() -> bool:
-    """PID_FORCE_TRITON=1: run every Triton op, and fail rather than fall back."""
-    return os.environ.get("PID_FORCE_TRITON") == "1"
-
-
 def triton_device_reasons(*tensors: Optional[torch.Tensor]) -> list[str]:
     """Why Triton cannot run on these tensors (empty list: it can)."""
     if triton is None:
         return ["triton is not installed"]
-    reasons = []
     for tensor in tensors:
-        if tensor is None:
-            continue
-        if tensor.device.type == "cpu" and not interpreting():
-            reasons.append("CPU tensor (Triton runs on CPU only under TRITON_INTERPRET=1)")
-            break
-        if tensor.device.type not in ("cpu", "cuda"):
-            reasons.append(f"{tensor.device.type} tensors are not supported")
-            break
-    return reasons
+        if tensor is not None:
+            reasons = triton_reasons_on(tensor.device)
+            if reasons:
+                return reasons
+    return []
+
+
+def triton_reasons_on(device: torch.device) -> list[str]:
+    """Why Triton cannot run on `device` (empty list: it can)."""
+    if triton is None:
+        return ["triton is not installed"]
+    if device.type == "cpu" and not interpreting():
+        return ["CPU tensor (Triton runs on CPU only under TRITON_INTERPRET=1)"]
+    if device.type not in ("cpu", "cuda"):
+        return [f"{device.type} tensors are not supported"]
+    return []
+
+
+# The dtypes every fused op computes in (float32 accumulation, one rounding to the input dtype).
+FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """"bfloat16" for torch.bfloat16: the name used in refusals and test ids."""
+    return str(dtype).replace("torch.", "")
 
 
 def dtype_reasons(allowed: tuple[torch.dtype, ...], *tensors: Optional[torch.Tensor]) -> list[str]:
+    """Why these tensors' dtypes are refused (empty list: all are in `allowed`; None is skipped)."""
     for tensor in tensors:
         if tensor is not None and tensor.dtype not in allowed:
-            names = ", ".join(str(d).replace("torch.", "") for d in allowed)
-            return [f"dtype {str(tensor.dtype).replace('torch.', '')} (supported: {names})"]
+            names = ", ".join(dtype_name(d) for d in allowed)
+            return [f"dtype {dtype_name(tensor.dtype)} (supported: {names})"]
     return []
 
 

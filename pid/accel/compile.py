@@ -13,6 +13,7 @@ reverting one model leaves the ops another compiled model still uses.
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field
 from typing import Optional, Union
 
@@ -55,28 +56,11 @@ class CompileReport:
         return "\n".join(lines)
 
 
-def op_device_reasons(op, device: torch.device, dtype: torch.dtype) -> list[str]:
-    """Why `op` cannot run for a model on `device` in `dtype` (input-specific refusals come later)."""
-    probe = torch.empty(0, device=device, dtype=dtype)
-    if op.backend == "triton":
-        from pid_kernels.runtime import triton_device_reasons
-
-        return triton_device_reasons(probe)
-    if device.type != "cuda":
-        return [f"{device.type} device (the CUDA extension needs a CUDA GPU)"]
-    try:
-        from pid_kernels.cuda.loader import load_reasons
-    except ImportError:
-        return ["the CUDA extension is not part of this build"]
-    return load_reasons()
-
-
 def _glue_reasons(device: torch.device) -> list[str]:
     if device.type != "cuda":
         return [f"{device.type} device (compiling the glue pays off on a GPU; switch it on explicitly to try)"]
-    from pid_kernels.runtime import triton
-
-    return [] if triton is not None else ["triton is not installed (inductor needs it on a GPU)"]
+    installed = importlib.util.find_spec("triton") is not None
+    return [] if installed else ["triton is not installed (inductor needs it on a GPU)"]
 
 
 def _switch(name: str, wanted: Optional[bool], reasons: list[str], report: CompileReport) -> bool:
@@ -98,7 +82,7 @@ def _compile_net(net: PiDNet, config: CompileConfig, report: CompileReport) -> d
         raise KeyError(f"CompileConfig.fused_ops names unknown ops {unknown}; registered: {sorted(pid_kernels.REGISTRY)}")
     state = {"ops": []}
     for name, op in sorted(pid_kernels.REGISTRY.items()):
-        reasons = op_device_reasons(op, net.device, net.dtype)
+        reasons = op.device_reasons(net.device)
         if _switch(f"{op.backend} op {name}", config.fused_ops.get(name), reasons, report):
             if _op_users.get(name, 0) == 0:
                 pid_kernels.enable([name], strict=False)
@@ -131,7 +115,7 @@ def compile(model: Union[PiDNet, Decoder], config: Optional[CompileConfig] = Non
         state["hoist"] = model.hoist_step_invariant
         model.hoist_step_invariant = _switch("step-invariant hoisting", config.hoist_step_invariant, [], report)
         if _switch("CUDA graphs", config.cuda_graphs, graph_reasons(net.device), report):
-            model.graphs = DecodeGraphs(fused_ops=pid_kernels.enabled)
+            model.graphs = DecodeGraphs(fused_ops=pid_kernels.enabled, failed_ops=pid_kernels.failed)
     model._pid_compile_state = state
     model.pid_compile_report = report
     return model

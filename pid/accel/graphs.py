@@ -2,9 +2,14 @@
 
 A graph is keyed by everything that fixes its kernels and buffers: batch, image
 size, caption length (bucketed when a caption mask makes padding exact), whether a
-mask is used, step count, device, the compute dtype and the set of fused ops in
-effect. A new key captures a new graph (re-capture triggers are exactly those);
-all graphs share one memory pool.
+mask is used, step count, device, the compute dtype, whether the gates' latent half
+is precomputed, the set of fused ops in effect and the set of those that failed on
+this machine (they run the reference instead). A new key captures a new graph
+(re-capture triggers are exactly those); all graphs share one memory pool.
+
+The Decoder hands in what a capture needs (its validated inputs, its `sample` loop
+and its network's device, dtype and switches), so this module imports nothing of
+the sampler.
 
 Inputs are copied into static buffers before each replay. Noise is drawn inside
 the graph from a registered generator that is re-seeded before every replay, so
@@ -17,8 +22,9 @@ tested on CPU with `EagerBackend`, which records the body and runs it at replay.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
 import warnings
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
@@ -46,7 +52,9 @@ class GraphKey:
     steps: int
     device: str
     dtype: str
+    precompute_gate_lq: bool
     fused_ops: tuple[str, ...]
+    failed_ops: tuple[str, ...]
 
 
 class CudaBackend:
@@ -91,25 +99,24 @@ class EagerBackend:
 
 
 class _CapturedDecode:
-    def __init__(self, decoder, key: GraphKey, t_list: torch.Tensor, backend):
-        from pid.sampling.distilled import DecodeInputs
-
-        net = decoder.net
-        device = net.device
+    def __init__(self, inputs, key: GraphKey, t_list: torch.Tensor, sample: Callable, backend):
+        device = inputs.latent.device
         batch = key.batch
-        channels, latent_h, latent_w = net.expected_latent_shape(key.image_hw)
-        self.latent = torch.zeros(batch, channels, latent_h, latent_w, device=device)
+        # float32 buffers: every call's inputs are copied in without rounding.
+        self.latent = torch.zeros(inputs.latent.shape, device=device)
         self.sigma = torch.zeros(batch, device=device)
         self.captions = torch.zeros(batch, key.caption_len, key.caption_dim, device=device)
         self.mask = torch.zeros(batch, key.caption_len, device=device) if key.has_mask else None
         self.generator = backend.new_generator()
         t_list = t_list.to(device)  # host-to-device copies cannot happen inside a capture
-        inputs = DecodeInputs(self.latent, self.sigma, self.captions, self.mask, key.image_hw)
-        shape = inputs.noise_shape
+        static = dataclasses.replace(
+            inputs, latent=self.latent, sigma=self.sigma, captions=self.captions, caption_mask=self.mask
+        )
+        shape = static.noise_shape
 
         def body():
             draw = lambda _index: torch.randn(shape, generator=self.generator, device=device)  # noqa: E731
-            return decoder.sample(inputs, t_list, draw)
+            return sample(static, t_list, draw)
 
         self.replay, self.output = backend.capture(body, self.generator)
 
@@ -126,15 +133,23 @@ class _CapturedDecode:
 
 
 class DecodeGraphs:
-    """The graphs of one Decoder, one per GraphKey."""
+    """The graphs of one Decoder, one per GraphKey. `fused_ops()` and `failed_ops()` name
+    the fused ops in effect and those that failed (pid.compile passes pid_kernels' lists)."""
 
-    def __init__(self, backend=None, fused_ops: Callable[[], list[str]] = lambda: []):
+    def __init__(
+        self,
+        backend=None,
+        fused_ops: Callable[[], list[str]] = lambda: [],
+        failed_ops: Callable[[], list[str]] = lambda: [],
+    ):
         self.backend = backend
         self.fused_ops = fused_ops
+        self.failed_ops = failed_ops
         self.graphs: dict[GraphKey, _CapturedDecode] = {}
         self.failures: dict[GraphKey, str] = {}
 
-    def key(self, decoder, inputs, steps: int) -> GraphKey:
+    def key(self, net, inputs, steps: int) -> GraphKey:
+        """The key of a decode of `inputs` (validated DecodeInputs) by `net` in `steps` steps."""
         has_mask = inputs.caption_mask is not None
         return GraphKey(
             batch=inputs.batch,
@@ -143,21 +158,24 @@ class DecodeGraphs:
             caption_dim=inputs.captions.shape[2],
             has_mask=has_mask,
             steps=steps,
-            device=str(decoder.net.device),
-            dtype=str(decoder.net.dtype),
+            device=str(net.device),
+            dtype=str(net.dtype),
+            precompute_gate_lq=bool(net.precompute_gate_lq),
             fused_ops=tuple(sorted(self.fused_ops())),
+            failed_ops=tuple(sorted(self.failed_ops())),
         )
 
-    def run(self, decoder, inputs, t_list: torch.Tensor, seed: int) -> Optional[torch.Tensor]:
-        """The decode replayed from this input's graph; None when it cannot be captured
-        (the reason is kept in `failures` and the caller decodes eagerly)."""
-        key = self.key(decoder, inputs, len(t_list) - 1)
+    def run(self, net, inputs, t_list: torch.Tensor, seed: int, sample: Callable) -> Optional[torch.Tensor]:
+        """The decode replayed from this input's graph, where `sample(inputs, t_list, draw)` is
+        the Decoder's sampling loop; None when it cannot be captured (the reason is kept in
+        `failures` and the caller decodes eagerly)."""
+        key = self.key(net, inputs, len(t_list) - 1)
         if key in self.failures:
             return None
         if key not in self.graphs:
-            self.backend = self.backend or CudaBackend(decoder.net.device)
+            self.backend = self.backend or CudaBackend(net.device)
             try:
-                self.graphs[key] = _CapturedDecode(decoder, key, t_list, self.backend)
+                self.graphs[key] = _CapturedDecode(inputs, key, t_list, sample, self.backend)
             except RuntimeError as error:  # capture is new ground on every GPU/driver/torch combination
                 self.failures[key] = f"{type(error).__name__}: {error}"
                 warnings.warn(f"CUDA graph capture failed, decoding eagerly: {self.failures[key]}")

@@ -48,24 +48,19 @@ def gpu_lines() -> list[str]:
 def accelerated_path_lines() -> list[str]:
     import pid_kernels
 
-    from pid.accel.compile import op_device_reasons
-
     lines = []
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     for name, op in sorted(pid_kernels.REGISTRY.items()):
-        reasons = op_device_reasons(op, device, torch.bfloat16)
+        reasons = op.device_reasons(device, build=False)  # report only: never a JIT build
         state = "usable" if not reasons else "not usable: " + "; ".join(reasons)
         lines.append(f"  {name:<32} {op.backend:<7} -> pid.seams.{op.seam}: {state}")
     for name, reason in sorted(pid_kernels.UNAVAILABLE.items()):
         lines.append(f"  {name:<32} not importable: {reason}")
     if not lines:
         lines.append("  (no fused ops registered)")
-    try:
-        from pid_kernels.cuda.loader import status
+    from pid_kernels.cuda.loader import status
 
-        lines.append(f"  CUDA extension: {status()}")
-    except ImportError:
-        lines.append("  CUDA extension: not part of this build")
+    lines.append(f"  CUDA extension: {status()}")
     return lines
 
 

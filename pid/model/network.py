@@ -24,6 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from pid import seams
+from pid.accel.kernels import enable_forced_triton
 from pid.model.blocks import MMDiTBlock, PiTBlock, RMSNorm
 from pid.configs import resolve_config
 from pid.model.lq_adapter import LQAdapter, SigmaGate
@@ -167,6 +168,8 @@ class PiDNet(nn.Module):
         # Set by pid.compile: prepare() computes the latent half of every gate GEMM once per decode.
         self.precompute_gate_lq = False
         self._table_cache: dict = {}
+        # PID_FORCE_TRITON=1 switches the Triton ops on here, not at `import pid`.
+        enable_forced_triton()
 
     # ---- geometry -------------------------------------------------------------------
     def expected_latent_shape(self, image_hw: tuple[int, int]) -> tuple[int, int, int]:
@@ -281,6 +284,15 @@ class PiDNet(nn.Module):
             final.linear.bias,
             context.image_hw,
             self.patch_size,
+        )
+
+    def unembed_update(self, pixels, image_hw, x_t, t, t_next, noise):
+        """Final layer + sampler step (seam `unembed_update`): pixel tokens [B*Li, P2, Dp] and
+        x_t [B, 3, H, W] at t -> the next x_t at t_next with `noise`, or x0 when noise is None."""
+        final = self.final_layer
+        return seams.unembed_update(
+            pixels, final.norm.weight, final.linear.weight, final.linear.bias, image_hw, self.patch_size,
+            x_t, t, t_next, noise,
         )
 
     def pixel_features(self, x_t: torch.Tensor, context: DecodeContext, conditioning: StepConditioning):

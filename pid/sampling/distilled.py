@@ -17,7 +17,6 @@ from typing import Callable, Optional, Sequence, Union
 
 import torch
 
-from pid import seams
 from pid.bench.timing import StageTimer
 from pid.sampling.checks import (
     check_captions,
@@ -141,7 +140,7 @@ class Decoder:
         seed = 0 if seed is None else int(seed)
         result = None
         if self.graphs is not None and noise is None and generator is None and timer is None and not progress:
-            result = self.graphs.run(self, inputs, t_list, seed)
+            result = self.graphs.run(self.net, inputs, t_list, seed, self.sample)
         if result is None:
             if noise is not None:
                 draw = _explicit_noise(noise, steps, inputs.noise_shape, self.net.device)
@@ -188,19 +187,7 @@ class Decoder:
                 pixels = net.pixel_features(x, step_context, step_conditioning)
             with timer.stage("unembed + update"):
                 fresh = draw(step + 1) if step + 1 < steps else None
-                final = net.final_layer
-                x = seams.unembed_update(
-                    pixels,
-                    final.norm.weight,
-                    final.linear.weight,
-                    final.linear.bias,
-                    inputs.image_hw,
-                    net.patch_size,
-                    x,
-                    t_list[step],
-                    t_list[step + 1],
-                    fresh,
-                )
+                x = net.unembed_update(pixels, inputs.image_hw, x, t_list[step], t_list[step + 1], fresh)
         return x
 
     def _context(self, inputs: DecodeInputs):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from pid import seams
+from pid_kernels.cuda import _rows as rows
 from pid_kernels.cuda import loader as cuda_ext
 from pid_kernels.registry import KernelOp, register
 
@@ -33,7 +34,7 @@ pit_pixel_mlp_op = cuda_ext.define(
 
 def pit_pixel_mlp(pixels, norm_weight, shift, scale, gate, fc1_weight, fc1_bias, fc2_weight, fc2_bias) -> torch.Tensor:
     """Same arguments and result as `pid.seams.pit_pixel_mlp`."""
-    modulation = [cuda_ext.as_rows(t, pixels) for t in (shift, scale, gate)]
+    modulation = [rows.as_rows(t, pixels) for t in (shift, scale, gate)]
     return pit_pixel_mlp_op(
         pixels, norm_weight, *modulation, fc1_weight, fc1_bias, fc2_weight, fc2_bias, seams.RMS_EPS
     )
@@ -44,8 +45,8 @@ def supports(pixels, norm_weight, shift, scale, gate, fc1_weight, fc1_bias, fc2_
     reasons = cuda_ext.device_reasons(*tensors)
     if pixels.dim() != 3 or pixels.shape[-1] != PIXEL_WIDTH:
         return reasons + [f"pixels {tuple(pixels.shape)} are not [B*Li, P2, {PIXEL_WIDTH}]"]
-    reasons += cuda_ext.row_reasons(pixels, shift=shift, scale=scale, gate=gate)
-    reasons += cuda_ext.weight_reasons(norm_weight, pixels, "norm_weight")
+    reasons += rows.row_reasons(pixels, shift=shift, scale=scale, gate=gate)
+    reasons += rows.weight_reasons(norm_weight, pixels, "norm_weight")
     expected = {
         "fc1_weight": (fc1_weight, (HIDDEN_WIDTH, PIXEL_WIDTH)),
         "fc1_bias": (fc1_bias, (HIDDEN_WIDTH,)),

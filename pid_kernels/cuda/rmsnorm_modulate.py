@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 
 from pid import seams
+from pid_kernels.cuda import _rows as rows
 from pid_kernels.cuda import loader as cuda_ext
 from pid_kernels.registry import KernelOp, register
 
@@ -30,14 +31,14 @@ rmsnorm_modulate_op = cuda_ext.define(
 
 def rmsnorm_modulate(x, weight, shift, scale, eps: float = seams.RMS_EPS) -> torch.Tensor:
     """Same arguments and result as `pid.seams.rmsnorm_modulate`."""
-    shift, scale = cuda_ext.as_rows(shift, x), cuda_ext.as_rows(scale, x)
-    return rmsnorm_modulate_op(cuda_ext.as_rows(x, x), weight, shift, scale, eps).view(x.shape)
+    shift, scale = rows.as_rows(shift, x), rows.as_rows(scale, x)
+    return rmsnorm_modulate_op(rows.as_rows(x, x), weight, shift, scale, eps).view(x.shape)
 
 
 def supports(x, weight, shift, scale, eps: float = seams.RMS_EPS) -> list[str]:
     reasons = cuda_ext.device_reasons(x, weight, shift, scale)
-    reasons += cuda_ext.row_reasons(x, shift=shift, scale=scale)
-    return reasons + cuda_ext.weight_reasons(weight, x)
+    reasons += rows.row_reasons(x, shift=shift, scale=scale)
+    return reasons + rows.weight_reasons(weight, x)
 
 
 register(KernelOp("rmsnorm_modulate", "rmsnorm_modulate", "cuda", rmsnorm_modulate, supports))

@@ -14,6 +14,7 @@ import torch
 from pid import seams
 from pid_kernels.cuda import loader as cuda_ext
 from pid_kernels.registry import KernelOp, register
+from pid_kernels.runtime import FLOAT_DTYPES, dtype_reasons
 
 reference = seams.to_image.reference
 
@@ -33,8 +34,7 @@ def to_image(images, round_to_nearest: bool) -> torch.Tensor:
 
 def supports(images, round_to_nearest: bool) -> list[str]:
     reasons = cuda_ext.device_reasons(images)
-    if images.dtype not in cuda_ext.FLOAT_DTYPES:
-        reasons.append(f"dtype {str(images.dtype).replace('torch.', '')} (supported: float32, float16, bfloat16)")
+    reasons += dtype_reasons(FLOAT_DTYPES, images)
     if images.dim() != 4 or images.shape[1] != 3:
         reasons.append(f"images {tuple(images.shape)} are not [B, 3, H, W]")
     return reasons

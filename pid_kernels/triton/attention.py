@@ -47,13 +47,13 @@ import torch
 
 from pid import seams
 from pid_kernels.registry import KernelOp, register
-from pid_kernels.runtime import dtype_reasons, interpreting, tl, triton, triton_device_reasons
+from pid_kernels.runtime import FLOAT_DTYPES, dtype_reasons, tl, triton, triton_device_reasons
+from pid_kernels.triton._common import DOT_TF32X3, dot, dot_precision
 from pid_kernels.tuning import config
 
 NAME = "attention"
 reference = seams.attention.reference
 
-DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 MAX_HEAD_DIM = 128
 # Rows per program of the key pre-pass: memory-bound, small tiles keep many programs in flight.
 K_PROLOGUE_ROWS = 64
@@ -64,18 +64,6 @@ FLOAT32_TILE_CAPS = {"BLOCK_M": 64, "BLOCK_N": 32, "num_warps": 4, "num_stages":
 
 
 if triton is not None:
-
-    @triton.jit
-    def _dot(a, b, INTERPRET: tl.constexpr, FLOAT32: tl.constexpr):
-        # The interpreter's bf16/fp16 dot is wrong: upcast there. Plain tf32 would cost float32
-        # inputs ~1e-3 relative error; three tf32 passes stay near float32 on the tensor cores.
-        if INTERPRET:
-            result = tl.dot(a.to(tl.float32), b.to(tl.float32), input_precision="ieee")
-        elif FLOAT32:
-            result = tl.dot(a, b, input_precision="tf32x3")
-        else:
-            result = tl.dot(a, b)
-        return result
 
     @triton.jit
     def _normed_rotated_rows(
@@ -108,7 +96,7 @@ if triton is not None:
         qkv_ptr, stride_l, k_weight, cos_ptr, sin_ptr, prepared_k_ptr, keep_ptr, num_heads, head, eps,
         MASK_TAIL: tl.constexpr, HAS_KEY_MASK: tl.constexpr, HAS_ROPE: tl.constexpr, K_PREPARED: tl.constexpr,
         HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-        INTERPRET: tl.constexpr, FLOAT32: tl.constexpr,
+        DOT_PRECISION: tl.constexpr,
     ):
         """One online-softmax step over keys [key_start, key_start + BLOCK_N) of one stream."""
         keys = key_start + tl.arange(0, BLOCK_N)
@@ -127,7 +115,7 @@ if triton is not None:
             ).to(q.dtype)
         v_ptrs = qkv_ptr + (2 * num_heads + head) * HEAD_DIM + keys[:, None] * stride_l + channels[None, :]
         v = tl.load(v_ptrs, mask=kv_mask, other=0.0)
-        scores = _dot(q, tl.trans(k), INTERPRET, FLOAT32)
+        scores = dot(q, tl.trans(k), None, DOT_PRECISION)
         if MASK_TAIL:
             scores = tl.where(key_ok[None, :], scores, float("-inf"))
         if HAS_KEY_MASK:
@@ -137,7 +125,7 @@ if triton is not None:
         probs = tl.math.exp2(scores * qk_scale - new_max[:, None])
         rescale = tl.math.exp2(row_max - new_max)
         row_sum = row_sum * rescale + tl.sum(probs, 1)
-        acc = acc * rescale[:, None] + _dot(probs.to(v.dtype), v, INTERPRET, FLOAT32)
+        acc = acc * rescale[:, None] + dot(probs.to(v.dtype), v, None, DOT_PRECISION)
         return acc, new_max, row_sum
 
     @triton.jit
@@ -146,7 +134,7 @@ if triton is not None:
         qkv_ptr, stride_l, k_weight, cos_ptr, sin_ptr, prepared_k_ptr, keep_ptr, num_heads, head, eps,
         HAS_KEY_MASK: tl.constexpr, HAS_ROPE: tl.constexpr, K_PREPARED: tl.constexpr,
         HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-        INTERPRET: tl.constexpr, FLOAT32: tl.constexpr,
+        DOT_PRECISION: tl.constexpr,
     ):
         """All keys of one stream: full tiles without bounds checks, then the ragged tail."""
         full_end = (key_len // BLOCK_N) * BLOCK_N
@@ -154,13 +142,13 @@ if triton is not None:
             acc, row_max, row_sum = _attend_tile(
                 acc, row_max, row_sum, q, qk_scale, key_start, key_len,
                 qkv_ptr, stride_l, k_weight, cos_ptr, sin_ptr, prepared_k_ptr, keep_ptr, num_heads, head,
-                eps, False, HAS_KEY_MASK, HAS_ROPE, K_PREPARED, HEAD_DIM, BLOCK_N, BLOCK_D, INTERPRET, FLOAT32,
+                eps, False, HAS_KEY_MASK, HAS_ROPE, K_PREPARED, HEAD_DIM, BLOCK_N, BLOCK_D, DOT_PRECISION,
             )
         if full_end < key_len:
             acc, row_max, row_sum = _attend_tile(
                 acc, row_max, row_sum, q, qk_scale, full_end, key_len,
                 qkv_ptr, stride_l, k_weight, cos_ptr, sin_ptr, prepared_k_ptr, keep_ptr, num_heads, head,
-                eps, True, HAS_KEY_MASK, HAS_ROPE, K_PREPARED, HEAD_DIM, BLOCK_N, BLOCK_D, INTERPRET, FLOAT32,
+                eps, True, HAS_KEY_MASK, HAS_ROPE, K_PREPARED, HEAD_DIM, BLOCK_N, BLOCK_D, DOT_PRECISION,
             )
         return acc, row_max, row_sum
 
@@ -171,7 +159,7 @@ if triton is not None:
         txt_keep, prepared_k, num_heads, eps, qk_scale,
         IMG_ROPE: tl.constexpr, TXT_ROPE: tl.constexpr, HAS_KEY_MASK: tl.constexpr, K_PREPARED: tl.constexpr,
         HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-        INTERPRET: tl.constexpr, FLOAT32: tl.constexpr,
+        DOT_PRECISION: tl.constexpr,
     ):
         """Grid (text query tiles + image query tiles, B * H); outputs [B, L, H*D] per stream."""
         tile = tl.program_id(0)
@@ -208,12 +196,12 @@ if triton is not None:
         acc, row_max, row_sum = _attend_stream(
             acc, row_max, row_sum, q, qk_scale, txt_len,
             txt_qkv, txt_stride_l, txt_k_weight, txt_cos, txt_sin, prepared_k, txt_keep, num_heads, head, eps,
-            HAS_KEY_MASK, TXT_ROPE, K_PREPARED, HEAD_DIM, BLOCK_N, BLOCK_D, INTERPRET, FLOAT32,
+            HAS_KEY_MASK, TXT_ROPE, K_PREPARED, HEAD_DIM, BLOCK_N, BLOCK_D, DOT_PRECISION,
         )
         acc, row_max, row_sum = _attend_stream(
             acc, row_max, row_sum, q, qk_scale, img_len,
             img_qkv, img_stride_l, img_k_weight, img_cos, img_sin, prepared_k + txt_len * HEAD_DIM, txt_keep,
-            num_heads, head, eps, False, IMG_ROPE, K_PREPARED, HEAD_DIM, BLOCK_N, BLOCK_D, INTERPRET, FLOAT32,
+            num_heads, head, eps, False, IMG_ROPE, K_PREPARED, HEAD_DIM, BLOCK_N, BLOCK_D, DOT_PRECISION,
         )
         out = acc / row_sum[:, None]
 
@@ -327,7 +315,8 @@ def _fused_attention(
         IMG_ROPE=img_cos is not None, TXT_ROPE=has_text and txt_cos is not None,
         HAS_KEY_MASK=txt_key_mask is not None, K_PREPARED=k_prepared, HEAD_DIM=head_dim,
         BLOCK_M=tuning["BLOCK_M"], BLOCK_N=tuning["BLOCK_N"], BLOCK_D=block_d,
-        INTERPRET=interpreting(), FLOAT32=qkv_img.dtype == torch.float32,
+        # float32: plain tf32 would cost ~1e-3 relative error; three tf32 passes stay near float32.
+        DOT_PRECISION=dot_precision(qkv_img.dtype, float32=DOT_TF32X3),
         # Pipelining the in-loop key prologue's four loads (k, its pair partners, cos, sin) would need
         # ~4x the stage buffers (over 227 KB on sm90); it runs only on short sequences anyway.
         num_warps=tuning["num_warps"], num_stages=tuning["num_stages"] if k_prepared else 1,
@@ -392,7 +381,7 @@ def supports(
 ) -> list[str]:
     """Why the fused kernel refuses these inputs (empty list: it runs them)."""
     tensors = [qkv_img, *img_qk_norm, *(img_rope or ()), qkv_txt, *(txt_qk_norm or ()), *(txt_rope or ()), txt_key_mask]
-    reasons = triton_device_reasons(*tensors) + dtype_reasons(DTYPES, qkv_img, qkv_txt)
+    reasons = triton_device_reasons(*tensors) + dtype_reasons(FLOAT_DTYPES, qkv_img, qkv_txt)
     if len({t.device for t in tensors if t is not None}) > 1:
         reasons.append("tensors on different devices")
     if reasons:

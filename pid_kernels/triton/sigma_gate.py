@@ -23,14 +23,12 @@ import torch
 
 from pid import seams
 from pid_kernels.registry import KernelOp, register
-from pid_kernels.runtime import dtype_reasons, interpreting, tl, triton, triton_device_reasons
+from pid_kernels.runtime import FLOAT_DTYPES, dtype_reasons, tl, triton, triton_device_reasons
+from pid_kernels.triton._common import dot, dot_precision, gemm_block_k
 from pid_kernels.tuning import config
 
 reference = seams.sigma_gate.reference
 
-FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-# The smallest K of a tl.dot (Triton 3.6 on NVIDIA, every dtype but 8-bit).
-MIN_DOT_K = 16
 # Widest row the per-token kernel keeps in registers (next power of two of C).
 MAX_PER_TOKEN_WIDTH = 16384
 
@@ -50,17 +48,15 @@ def _gate(logit, log_alpha_ptr, sigma, x, lq):
 
 
 @triton.jit
-def _accumulate(acc, a_ptr, a_rows, a_stride_k, w_cols, w_stride_k, K, BLOCK_K: tl.constexpr, EXACT_DOT: tl.constexpr):
+def _accumulate(acc, a_ptr, a_rows, a_stride_k, w_cols, w_stride_k, K, BLOCK_K: tl.constexpr,
+                DOT_PRECISION: tl.constexpr):
     """acc += A[rows, :K] @ W[cols, :K]^T, with A rows and W columns given as offsets/pointers."""
     ks = tl.arange(0, BLOCK_K)
     for k0 in range(0, K, BLOCK_K):
         k_ok = (k0 + ks) < K
         a = tl.load(a_ptr + a_rows[:, None] + (k0 + ks)[None, :] * a_stride_k, mask=k_ok[None, :], other=0.0)
         w = tl.load(w_cols[None, :] + (k0 + ks)[:, None] * w_stride_k, mask=k_ok[:, None], other=0.0)
-        if EXACT_DOT:  # float32 operands must not drop to tf32; the interpreter's bf16 dot is wrong
-            acc = tl.dot(a.to(tl.float32), w.to(tl.float32), acc, input_precision="ieee")
-        else:
-            acc = tl.dot(a, w, acc)
+        acc = dot(a, w, acc, DOT_PRECISION)
     return acc
 
 
@@ -71,7 +67,7 @@ def _sigma_gate_tiled_kernel(
     stride_x_batch, stride_x_token, stride_x_channel,
     stride_lq_batch, stride_lq_token, stride_lq_channel,
     stride_w_out, stride_w_in, stride_sigma,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, EXACT_DOT: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     # Column tiles of one row tile run side by side: the x/lq row tile is read from
     # memory once and W (C x 2C) stays in L2.
@@ -86,9 +82,9 @@ def _sigma_gate_tiled_kernel(
     w_cols = w_ptr + (cols % C).to(tl.int64) * stride_w_out
 
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    acc = _accumulate(acc, x_ptr, x_rows, stride_x_channel, w_cols, stride_w_in, C, BLOCK_K, EXACT_DOT)
+    acc = _accumulate(acc, x_ptr, x_rows, stride_x_channel, w_cols, stride_w_in, C, BLOCK_K, DOT_PRECISION)
     acc = _accumulate(acc, lq_ptr, lq_rows, stride_lq_channel, w_cols + C * stride_w_in, stride_w_in, C,
-                      BLOCK_K, EXACT_DOT)
+                      BLOCK_K, DOT_PRECISION)
 
     row_ok = rows < M
     col_ok = cols < C
@@ -146,12 +142,10 @@ def _launch(x, lq, weight, bias, log_alpha, sigma) -> torch.Tensor:
         )
         return out
     grid = (triton.cdiv(rows, tuning["BLOCK_M"]) * triton.cdiv(width, tuning["BLOCK_N"]),)
-    # float32 operands take twice the shared memory of the 16-bit tiles the tables are sized for.
-    block_k = max(MIN_DOT_K, tuning["BLOCK_K"] // 2) if x.dtype == torch.float32 else tuning["BLOCK_K"]
     _sigma_gate_tiled_kernel[grid](
         *common, *weight.stride(), sigma.stride(0),
-        BLOCK_M=tuning["BLOCK_M"], BLOCK_N=tuning["BLOCK_N"], BLOCK_K=block_k,
-        EXACT_DOT=interpreting() or x.dtype == torch.float32,
+        BLOCK_M=tuning["BLOCK_M"], BLOCK_N=tuning["BLOCK_N"], BLOCK_K=gemm_block_k(tuning, x.dtype),
+        DOT_PRECISION=dot_precision(x.dtype),
         num_warps=tuning["num_warps"], num_stages=tuning["num_stages"],
     )
     return out

@@ -25,14 +25,11 @@ import torch
 
 from pid import seams
 from pid_kernels.registry import KernelOp, register
-from pid_kernels.runtime import dtype_reasons, tl, triton, triton_device_reasons
+from pid_kernels.runtime import FLOAT_DTYPES, dtype_reasons, triton, tl, triton_device_reasons
+from pid_kernels.triton._common import RGB
 from pid_kernels.tuning import config
 
 reference = seams.unembed_update.reference
-
-FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-# A Triton constant so the kernel can read it.
-RGB = tl.constexpr(3)
 
 
 @triton.jit
