@@ -6,6 +6,9 @@ the same dtype, plus a floor of a few units in the last place of that dtype
 (the Triton interpreter truncates fp32 -> bf16 casts; fp32 eager error can be 0).
 
 PID_TEST_COMPILE=1 reruns the op tests through torch.compile(fullgraph=True).
+`with_dtypes` parametrizes a test over DTYPES with ids that name them;
+`fused_decode_calls` is the tiny-model decode check every op test runs;
+`compiled_with_ops` compiles a function and lists the custom ops in its graph.
 """
 
 from __future__ import annotations
@@ -13,12 +16,24 @@ from __future__ import annotations
 import os
 from typing import Callable, Sequence
 
+import pytest
 import torch
+from torch._dynamo.backends.debugging import aot_eager
+
+import pid
+import pid_kernels
+from pid_kernels.runtime import FLOAT_DTYPES, dtype_name
 
 FACTOR = 2.0
-DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+DTYPES = FLOAT_DTYPES
 # Units in the last place allowed on top of FACTOR x eager error, per dtype.
 ULP_FLOOR = {torch.float32: 8, torch.float16: 2, torch.bfloat16: 2}
+# A tiny-model decode through fused ops vs the reference decode, both float32.
+DECODE_TOLERANCE = {torch.float32: dict(rtol=1e-4, atol=1e-4)}
+# Compiled on a GPU where there is one, else run by the Triton interpreter on CPU.
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+with_dtypes = pytest.mark.parametrize("dtype", DTYPES, ids=dtype_name)
 
 
 def compile_requested() -> bool:
@@ -31,6 +46,36 @@ def maybe_compiled(fn: Callable) -> Callable:
         return fn
     torch._dynamo.reset()
     return torch.compile(fn, fullgraph=True, backend="aot_eager" if not torch.cuda.is_available() else "inductor")
+
+
+def compiled_with_ops(fn: Callable, *args, namespace: str = "pid_cuda"):
+    """fn(*args) through torch.compile(fullgraph=True, aot_eager), and the `namespace` ops in its graph."""
+    torch._dynamo.reset()
+    targets = []
+
+    def backend(graph_module, example_inputs):
+        targets.extend(str(node.target) for node in graph_module.graph.nodes if node.op == "call_function")
+        return aot_eager(graph_module, example_inputs)
+
+    result = torch.compile(fn, fullgraph=True, backend=backend)(*args)
+    return result, [target for target in targets if namespace in target]
+
+
+def fused_decode_calls(net, inputs: Sequence, names: Sequence[str], **decode_kwargs) -> dict[str, int]:
+    """Decode `inputs` (latent, sigma, captions) with the ops `names` enabled strictly (a refusal
+    raises) and check it against the reference decode within DECODE_TOLERANCE (float32).
+    Returns how many times each op ran fused."""
+    decode_kwargs = {"seed": 3, "steps": 2, **decode_kwargs}
+    expected = pid.Decoder(net).decode(*inputs, **decode_kwargs)
+    pid_kernels.enable(names, strict=True)
+    try:
+        before = {name: pid_kernels.CALLS[name]["fused"] for name in names}
+        ours = pid.Decoder(net).decode(*inputs, **decode_kwargs)
+        calls = {name: pid_kernels.CALLS[name]["fused"] - before[name] for name in names}
+    finally:
+        pid_kernels.disable(names)
+    torch.testing.assert_close(ours, expected, **DECODE_TOLERANCE[torch.float32])
+    return calls
 
 
 def _cast(args: Sequence, dtype: torch.dtype):
@@ -71,3 +116,13 @@ def assert_within_eager_error(
             f"{what}[{index}] {dtype}: max error {error:.3e} > {bound:.3e} "
             f"(= {FACTOR} x eager {eager_error:.3e} + {ULP_FLOOR[dtype]} ulp)"
         )
+
+
+def residual_args(batch=2, tokens=37, width=64, per_token=False, device="cpu", seed=0):
+    """The gated residual ops' inputs: x, y [B, L, C], norm weight [C] and the [B, 1 or L, 6C]
+    modulation (chunked by the callers after any dtype cast, so views keep their strides)."""
+    gen = torch.Generator(device=device).manual_seed(seed)
+    x, y = (torch.randn(batch, tokens, width, generator=gen, device=device) for _ in range(2))
+    weight = torch.rand(width, generator=gen, device=device) + 0.5
+    modulation = torch.randn(batch, tokens if per_token else 1, 6 * width, generator=gen, device=device)
+    return [x, y, weight, modulation]

@@ -1,4 +1,4 @@
-"""pid_kernels/cuda_ext.py and setup.py: where the CUDA kernels come from, and the build switches."""
+"""pid_kernels/cuda/loader.py and setup.py: where the CUDA kernels come from, and the build switches."""
 
 import os
 import subprocess
@@ -20,8 +20,7 @@ CUDA_OPS = {
     "pit_pixel_mlp": "pit_pixel_mlp",
     "to_image": "to_image",
 }
-OPERATORS = ("rmsnorm_modulate", "gated_residual", "gated_residual_", "gated_residual_rmsnorm_modulate",
-             "pit_pixel_mlp", "to_image")
+OPERATORS = tuple(CUDA_OPS)
 
 
 def test_status_names_the_path_in_effect():

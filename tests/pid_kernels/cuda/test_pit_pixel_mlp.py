@@ -1,12 +1,11 @@
-"""pid_kernels/pit_pixel_mlp.py (CUDA): the PiT MLP half per pixel vs the seam's reference."""
+"""pid_kernels/cuda/pit_pixel_mlp.py: the PiT MLP half per pixel vs the seam's reference."""
 
 import pytest
 import torch
-from torch._dynamo.backends.debugging import aot_eager
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 import pid_kernels
-from kernel_testing import DTYPES, assert_within_eager_error, maybe_compiled
+from kernel_testing import assert_within_eager_error, compiled_with_ops, maybe_compiled, with_dtypes
 from pid import seams
 from pid_kernels.cuda import pit_pixel_mlp as module
 
@@ -46,14 +45,17 @@ def seam_args(args):
 
 
 def test_cpu_falls_back_to_the_reference():
+    """CPU tensors are refused with the reason and the seam runs its reference (the kernel
+    itself is checked against eager on a GPU, in test_kernel_within_eager_error)."""
     args = seam_args(mlp_args())
     assert any("CPU tensor" in reason for reason in module.supports(*args))
     pid_kernels.enable(["pit_pixel_mlp"], strict=False)
     try:
-        out = seams.pit_pixel_mlp(*args)
+        before = dict(pid_kernels.CALLS["pit_pixel_mlp"])
+        seams.pit_pixel_mlp(*args)
+        assert pid_kernels.CALLS["pit_pixel_mlp"] == {"fused": before["fused"], "fallback": before["fallback"] + 1}
     finally:
         pid_kernels.disable(["pit_pixel_mlp"])
-    assert torch.equal(out, module.reference(*args))
 
 
 def test_refuses_other_widths():
@@ -65,20 +67,17 @@ def test_refuses_other_widths():
     assert any("fc1_weight must be" in reason for reason in module.supports(*args))
 
 
-def test_fake_shapes_under_compile():
-    args = mlp_args(tokens=3, pixels_per_patch=4)
-    for dtype in DTYPES:
-        cast = [t.to(dtype) for t in args]
-        torch._dynamo.reset()
-        targets = []
+@with_dtypes
+def test_fake_shapes_under_compile(dtype):
+    """The op is in the compiled graph; on CPU its implementation is the reference, so the result
+    equals the reference called with the seam's arguments only if the wrapper passes them right."""
+    cast = [t.to(dtype) for t in mlp_args(tokens=3, pixels_per_patch=4)]
+    out, used = compiled_with_ops(per_pixel(module.pit_pixel_mlp), *cast)
+    assert "pid_cuda.pit_pixel_mlp" in used and out.dtype == dtype and out.shape == (3, 4, 16)
+    assert torch.equal(out, per_pixel(module.reference)(*cast))
 
-        def backend(graph_module, example_inputs):
-            targets.extend(str(node.target) for node in graph_module.graph.nodes if node.op == "call_function")
-            return aot_eager(graph_module, example_inputs)
 
-        out = torch.compile(per_pixel(module.pit_pixel_mlp), fullgraph=True, backend=backend)(*cast)
-        assert "pid_cuda.pit_pixel_mlp" in targets and out.dtype == dtype and out.shape == (3, 4, 16)
-        assert torch.equal(out, per_pixel(module.reference)(*cast))
+def test_fake_shapes_at_the_release_width():
     with FakeTensorMode():
         pixels = torch.empty(6, 256, 16, dtype=torch.bfloat16, device="cuda")
         shift, scale, gate = torch.empty(6, 256, 96, dtype=torch.bfloat16, device="cuda").chunk(6, -1)[3:]
@@ -94,22 +93,22 @@ GPU_CASES = {"p2_256": (3, 256, False), "ragged": (7, 37, False), "misaligned": 
 
 
 @pytest.mark.gpu
+@with_dtypes
 @pytest.mark.parametrize("case", GPU_CASES)
-def test_kernel_within_eager_error(case):
+def test_kernel_within_eager_error(case, dtype):
     tokens, pixels_per_patch, misaligned = GPU_CASES[case]
     args = mlp_args(tokens, pixels_per_patch, misaligned, device="cuda", seed=len(case))
     assert per_pixel(module.supports)(*args) == []
-    for dtype in DTYPES:
-        assert_within_eager_error(maybe_compiled(per_pixel(module.pit_pixel_mlp)), per_pixel(module.reference), args,
-                                  dtype, case)
+    assert_within_eager_error(maybe_compiled(per_pixel(module.pit_pixel_mlp)), per_pixel(module.reference), args,
+                              dtype, case)
 
 
 @pytest.mark.gpu
-def test_seam_runs_fused_in_strict_mode():
+@with_dtypes
+def test_seam_runs_fused_in_strict_mode(dtype):
     args = mlp_args(2, 256, device="cuda")
     pid_kernels.enable(["pit_pixel_mlp"], strict=True)  # a refusal would raise
     try:
-        for dtype in DTYPES:
-            assert_within_eager_error(per_pixel(seams.pit_pixel_mlp), per_pixel(module.reference), args, dtype, "seam")
+        assert_within_eager_error(per_pixel(seams.pit_pixel_mlp), per_pixel(module.reference), args, dtype, "seam")
     finally:
         pid_kernels.disable(["pit_pixel_mlp"])

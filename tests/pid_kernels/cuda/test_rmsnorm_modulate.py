@@ -1,12 +1,11 @@
-"""pid_kernels/rmsnorm_modulate.py (CUDA): CPU fallback, fake shapes under torch.compile, kernel vs eager on GPU."""
+"""pid_kernels/cuda/rmsnorm_modulate.py: CPU fallback, fake shapes under torch.compile, kernel vs eager on GPU."""
 
 import pytest
 import torch
-from torch._dynamo.backends.debugging import aot_eager
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 import pid_kernels
-from kernel_testing import DTYPES, assert_within_eager_error, maybe_compiled
+from kernel_testing import assert_within_eager_error, compiled_with_ops, maybe_compiled, with_dtypes
 from pid import seams
 from pid_kernels.cuda import rmsnorm_modulate as module
 
@@ -25,31 +24,20 @@ def chunked(fn):
     return lambda x, weight, modulation: fn(x, weight, *modulation.chunk(6, -1)[:2])
 
 
-def compiled_with_ops(fn, *args):
-    """fn(*args) through torch.compile(fullgraph=True, aot_eager), and the pid_cuda ops in its graph."""
-    torch._dynamo.reset()
-    targets = []
-
-    def backend(graph_module, example_inputs):
-        targets.extend(str(node.target) for node in graph_module.graph.nodes if node.op == "call_function")
-        return aot_eager(graph_module, example_inputs)
-
-    result = torch.compile(fn, fullgraph=True, backend=backend)(*args)
-    return result, [target for target in targets if "pid_cuda" in target]
-
-
 def test_cpu_falls_back_to_the_reference():
+    """CPU tensors are refused with the reason and the seam runs its reference (the kernel
+    itself is checked against eager on a GPU, in test_kernel_within_eager_error)."""
     x, weight, modulation = adaln_args()
     shift, scale = modulation.chunk(6, -1)[:2]
     assert any("CPU tensor" in reason for reason in module.supports(x, weight, shift, scale))
     pid_kernels.enable(["rmsnorm_modulate"], strict=False)
     try:
-        before = pid_kernels.CALLS["rmsnorm_modulate"]["fallback"]
-        out = seams.rmsnorm_modulate(x, weight, shift, scale)
-        assert pid_kernels.CALLS["rmsnorm_modulate"]["fallback"] == before + 1
+        before = dict(pid_kernels.CALLS["rmsnorm_modulate"])
+        seams.rmsnorm_modulate(x, weight, shift, scale)
+        assert pid_kernels.CALLS["rmsnorm_modulate"]["fallback"] == before["fallback"] + 1
+        assert pid_kernels.CALLS["rmsnorm_modulate"]["fused"] == before["fused"]
     finally:
         pid_kernels.disable(["rmsnorm_modulate"])
-    assert torch.equal(out, module.reference(x, weight, shift, scale))
 
 
 def test_refusals_name_their_reason():
@@ -60,13 +48,18 @@ def test_refusals_name_their_reason():
     assert any("x is 4-D" in r for r in module.supports(x[None], weight, shift, scale))
 
 
-def test_fake_shapes_under_compile():
+@with_dtypes
+def test_fake_shapes_under_compile(dtype):
+    """The op is in the compiled graph; on CPU its implementation is the reference, so the result
+    equals the reference called with the seam's arguments only if the wrapper passes them right."""
     x, weight, modulation = adaln_args(tokens=5, width=24)
-    for dtype in DTYPES:
-        args = [t.to(dtype) for t in (x, weight, modulation)]
-        out, used = compiled_with_ops(chunked(module.rmsnorm_modulate), *args)
-        assert used and out.dtype == dtype and out.shape == x.shape
-        assert torch.equal(out, chunked(module.reference)(*args))
+    args = [t.to(dtype) for t in (x, weight, modulation)]
+    out, used = compiled_with_ops(chunked(module.rmsnorm_modulate), *args)
+    assert used and out.dtype == dtype and out.shape == x.shape
+    assert torch.equal(out, chunked(module.reference)(*args))
+
+
+def test_fake_shapes_of_pit_pixels():
     with FakeTensorMode():
         pixels = torch.empty(6, 256, 16, dtype=torch.bfloat16, device="cuda")
         shift, scale = torch.empty(6, 256, 96, dtype=torch.bfloat16, device="cuda").chunk(6, -1)[:2]
@@ -88,25 +81,25 @@ GPU_CASES = {
 
 
 @pytest.mark.gpu
+@with_dtypes
 @pytest.mark.parametrize("case", GPU_CASES)
-def test_kernel_within_eager_error(case):
+def test_kernel_within_eager_error(case, dtype):
     batch, tokens, width, per_token = GPU_CASES[case]
     args = adaln_args(batch, tokens, width, per_token, device="cuda", seed=len(case))
     shift, scale = args[2].chunk(6, -1)[:2]
     assert module.supports(args[0], args[1], shift, scale) == []
-    fused = maybe_compiled(chunked(module.rmsnorm_modulate))
-    for dtype in DTYPES:
-        assert_within_eager_error(fused, chunked(module.reference), args, dtype, case)
+    assert_within_eager_error(maybe_compiled(chunked(module.rmsnorm_modulate)), chunked(module.reference), args,
+                              dtype, case)
 
 
 @pytest.mark.gpu
-def test_kernel_two_dimensional_x_and_strict_seam():
+@with_dtypes
+def test_kernel_two_dimensional_x_and_strict_seam(dtype):
     x, weight, modulation = adaln_args(1, 29, 72, device="cuda")
     x, shift, scale = x[0], modulation[0, 0, :72], modulation[0, 0, 72:144]
     pid_kernels.enable(["rmsnorm_modulate"], strict=True)  # a refusal would raise
     try:
-        for dtype in DTYPES:
-            args = [t.to(dtype) for t in (x, weight, shift, scale)]
-            assert_within_eager_error(seams.rmsnorm_modulate, module.reference, args, dtype, "2-D x")
+        args = [t.to(dtype) for t in (x, weight, shift, scale)]
+        assert_within_eager_error(seams.rmsnorm_modulate, module.reference, args, dtype, "2-D x")
     finally:
         pid_kernels.disable(["rmsnorm_modulate"])

@@ -1,11 +1,10 @@
-"""pid_kernels/to_image.py (CUDA): [B, 3, H, W] in [-1, 1] -> uint8 [B, H, W, 3], equal bytes to eager."""
+"""pid_kernels/cuda/to_image.py: [B, 3, H, W] in [-1, 1] -> uint8 [B, H, W, 3], equal bytes to eager."""
 
 import pytest
 import torch
-from torch._dynamo.backends.debugging import aot_eager
 
 import pid_kernels
-from kernel_testing import DTYPES, assert_within_eager_error, maybe_compiled
+from kernel_testing import assert_within_eager_error, compiled_with_ops, maybe_compiled, with_dtypes
 from pid.io import images as pid_images
 from pid_kernels.cuda import to_image as module
 
@@ -24,29 +23,27 @@ def image_args(batch=2, height=37, width=41, channels_last=False, device="cpu", 
 
 
 def test_cpu_falls_back_to_the_reference():
+    """CPU tensors are refused with the reason, and pid.io.images.to_uint8 runs the seam's
+    reference in both roundings (the kernel's bytes are compared with eager's on a GPU)."""
     (images,) = image_args()
     assert any("CPU tensor" in reason for reason in module.supports(images, False))
     pid_kernels.enable(["to_image"], strict=False)
     try:
+        before = dict(pid_kernels.CALLS["to_image"])
         for rounding in pid_images.ROUNDINGS:
-            assert torch.equal(pid_images.to_uint8(images, rounding), module.reference(images, rounding == "nearest"))
+            pid_images.to_uint8(images, rounding)
+        after = pid_kernels.CALLS["to_image"]
+        assert after == {"fused": before["fused"], "fallback": before["fallback"] + len(pid_images.ROUNDINGS)}
     finally:
         pid_kernels.disable(["to_image"])
 
 
-def test_fake_shapes_under_compile():
+@with_dtypes
+def test_fake_shapes_under_compile(dtype):
     (images,) = image_args(1, 5, 7)
-    for dtype in DTYPES:
-        torch._dynamo.reset()
-        targets = []
-
-        def backend(graph_module, example_inputs):
-            targets.extend(str(node.target) for node in graph_module.graph.nodes if node.op == "call_function")
-            return aot_eager(graph_module, example_inputs)
-
-        out = torch.compile(module.to_image, fullgraph=True, backend=backend)(images.to(dtype), True)
-        assert "pid_cuda.to_image" in targets and out.dtype == torch.uint8 and out.shape == (1, 5, 7, 3)
-        assert torch.equal(out, module.reference(images.to(dtype), True))
+    out, used = compiled_with_ops(module.to_image, images.to(dtype), True)
+    assert "pid_cuda.to_image" in used and out.dtype == torch.uint8 and out.shape == (1, 5, 7, 3)
+    assert torch.equal(out, module.reference(images.to(dtype), True))
 
 
 # (batch, height, width, channels-last): planar 16-byte path (H*W a multiple of 8), ragged
@@ -55,13 +52,14 @@ GPU_CASES = {"planar": (2, 32, 48, False), "ragged": (2, 37, 41, False), "channe
 
 
 @pytest.mark.gpu
+@with_dtypes
 @pytest.mark.parametrize("case", GPU_CASES)
 @pytest.mark.parametrize("round_to_nearest", [False, True], ids=["truncate", "nearest"])
-def test_kernel_bytes_equal_eager(case, round_to_nearest):
+def test_kernel_bytes_equal_eager(case, round_to_nearest, dtype):
     args = image_args(*GPU_CASES[case], device="cuda", seed=len(case)) + [round_to_nearest]
     assert module.supports(*args) == []
-    for dtype in DTYPES:  # integer outputs: assert_within_eager_error demands equality with eager
-        assert_within_eager_error(maybe_compiled(module.to_image), module.reference, args, dtype, case)
+    # Integer outputs: assert_within_eager_error demands equality with eager.
+    assert_within_eager_error(maybe_compiled(module.to_image), module.reference, args, dtype, case)
 
 
 @pytest.mark.gpu

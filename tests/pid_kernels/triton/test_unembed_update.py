@@ -1,19 +1,12 @@
-"""pid_kernels/unembed_update.py: fused final layer + sampler step vs the seam's reference."""
+"""pid_kernels/triton/unembed_update.py: fused final layer + sampler step vs the seam's reference."""
 
 import pytest
 import torch
 
-import pid
-import pid_kernels
-from kernel_testing import DTYPES, assert_within_eager_error, maybe_compiled
-from pid_kernels.triton import unembed_update
+from kernel_testing import DEVICE, assert_within_eager_error, fused_decode_calls, maybe_compiled, with_dtypes
 from pid_kernels.runtime import interpreting
+from pid_kernels.triton import unembed_update
 from tiny import TINY_V15, tiny_inputs, tiny_net
-
-# Compiled on a GPU where there is one, else run by the Triton interpreter on CPU.
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-# The decoded image through the fused op vs the reference decode, both float32.
-DECODE_TOLERANCE = {torch.float32: dict(rtol=1e-4, atol=1e-4)}
 
 
 def update_args(batch=2, hw=(48, 80), dim=12, patch_size=16, last_step=False, seed=0):
@@ -30,25 +23,25 @@ def update_args(batch=2, hw=(48, 80), dim=12, patch_size=16, last_step=False, se
     return [a.to(DEVICE) if isinstance(a, torch.Tensor) else a for a in args]
 
 
-def check(args, what):
+def check(args, dtype, what):
     assert unembed_update.supports(*args) == []
-    fused = maybe_compiled(unembed_update.fused)
-    for dtype in DTYPES:
-        assert_within_eager_error(fused, unembed_update.reference, args, dtype, what)
+    assert_within_eager_error(maybe_compiled(unembed_update.fused), unembed_update.reference, args, dtype, what)
 
 
+@with_dtypes
 @pytest.mark.parametrize("block_rows", [256, 1024], ids=["one-patch-blocks", "ragged-blocks"])
 @pytest.mark.parametrize("last_step", [False, True], ids=["re-noise", "last-step"])
-def test_update(monkeypatch, block_rows, last_step):
+def test_update(monkeypatch, block_rows, last_step, dtype):
     monkeypatch.setenv("PID_TUNING_UNEMBED_UPDATE", f"BLOCK_ROWS={block_rows}")
-    check(update_args(last_step=last_step), f"{block_rows} rows per program, last step {last_step}")
+    check(update_args(last_step=last_step), dtype, f"{block_rows} rows per program, last step {last_step}")
 
 
-def test_patch8_strided_pixels():
+@with_dtypes
+def test_patch8_strided_pixels(dtype):
     """Patch size 8, Dp = 16, and pixel tokens read through a strided view."""
     args = update_args(hw=(24, 40), dim=16, patch_size=8)
     args[0] = args[0].transpose(0, 1).contiguous().transpose(0, 1)  # pixel-major storage
-    check(args, "P=8, pixel-major pixels")
+    check(args, dtype, "P=8, pixel-major pixels")
 
 
 def test_refusals(monkeypatch):
@@ -75,21 +68,14 @@ def test_refusals(monkeypatch):
 def test_enabled_in_tiny_decode(config):
     """Two steps: one re-noising update and the last step's x0."""
     net = tiny_net(config).to(DEVICE)
-    latent, sigma, captions = (a.to(DEVICE) for a in tiny_inputs(net))
-    expected = pid.Decoder(net).decode(latent, sigma, captions, seed=3, steps=2, clamp=False)
-    pid_kernels.enable(["unembed_update"], strict=True)
-    try:
-        before = pid_kernels.CALLS["unembed_update"]["fused"]
-        ours = pid.Decoder(net).decode(latent, sigma, captions, seed=3, steps=2, clamp=False)
-        assert pid_kernels.CALLS["unembed_update"]["fused"] == before + 2
-    finally:
-        pid_kernels.disable(["unembed_update"])
-    torch.testing.assert_close(ours, expected, **DECODE_TOLERANCE[torch.float32])
+    inputs = [a.to(DEVICE) for a in tiny_inputs(net)]
+    assert fused_decode_calls(net, inputs, ["unembed_update"], clamp=False)["unembed_update"] == 2
 
 
 @pytest.mark.gpu
-def test_cuda_release_shapes():
+@with_dtypes
+@pytest.mark.parametrize("last_step", [False, True], ids=["re-noise", "last-step"])
+def test_cuda_release_shapes(last_step, dtype):
     """The arch table's blocks at the release Dp=16 on a 512x512 image, both kinds of step."""
     assert not interpreting()
-    for last_step in (False, True):
-        check(update_args(batch=2, hw=(512, 512), dim=16, last_step=last_step), f"512x512, last step {last_step}")
+    check(update_args(batch=2, hw=(512, 512), dim=16, last_step=last_step), dtype, f"512x512, last step {last_step}")
