@@ -1,11 +1,15 @@
 """The seam override machinery that fused ops plug into."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
 import pid_kernels
 from pid import seams
-from pid_kernels.registry import KernelOp, KernelRefused
+from pid_kernels import registry
+from pid_kernels.cuda import loader
+from pid_kernels.registry import Capability, KernelOp, KernelRefused
 
 
 @pytest.fixture
@@ -70,3 +74,51 @@ def test_a_failing_kernel_falls_back_for_good_unless_strict():
         pid_kernels.disable(["broken_residual"])
         pid_kernels.REGISTRY.pop("broken_residual")
         pid_kernels.registry.FAILED.pop("broken_residual", None)
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("name", sorted(pid_kernels.REGISTRY))
+def test_one_name_through_every_layer(name):
+    """Op `name`: seam pid.seams.<name>, module pid_kernels/<backend>/<name>.py, tests
+    tests/pid_kernels/<backend>/test_<name>.py and the benchmark benchmarks/bench_<name>.py."""
+    op = pid_kernels.REGISTRY[name]
+    assert op.seam == name and name in seams.SEAMS
+    assert op.supports.__module__ == f"pid_kernels.{op.backend}.{name}"
+    assert (REPO / "pid_kernels" / op.backend / f"{name}.py").is_file()
+    assert (REPO / "tests" / "pid_kernels" / op.backend / f"test_{name}.py").is_file()
+    bench = REPO / "benchmarks" / f"bench_{name}.py"
+    if not bench.is_file():
+        pytest.skip(f"{bench.relative_to(REPO)} does not exist yet")
+
+
+def test_register_refuses_a_pid_kernels_op_named_after_something_else():
+    def supports(x, gate, y):
+        return []
+
+    supports.__module__ = "pid_kernels.triton.sigma_gate"
+    with pytest.raises(ValueError, match="lives in pid_kernels.triton.residual and replaces the seam of its own"):
+        pid_kernels.register(KernelOp("residual", "gated_residual", "triton", supports, supports))
+    with pytest.raises(ValueError, match="backend 'opencl'"):
+        pid_kernels.register(KernelOp("gated_residual", "gated_residual", "opencl", supports, supports))
+    assert "residual" not in pid_kernels.REGISTRY
+
+
+def test_capability_refuses_older_gpus_with_the_reason(monkeypatch):
+    assert Capability((8, 0), "why").reasons((9, 0)) == [] and Capability((8, 0), "why").reasons(None) == []
+    assert Capability((8, 0), "why").reasons((7, 5)) == ["compute capability 7.5 < 8.0 (why)"]
+    monkeypatch.setattr(registry, "compute_capability", lambda device: (7, 0))
+    for name, op in pid_kernels.REGISTRY.items():
+        minimum = registry.BACKEND_CAPABILITY[op.backend].minimum
+        (reason,) = op.device_reasons(torch.device("cuda"), build=False)
+        assert reason.startswith(f"compute capability 7.0 < {minimum[0]}.{minimum[1]}"), name
+
+
+def test_device_reasons_without_a_build_never_build(monkeypatch):
+    builds = []
+    real_load = loader._load
+    monkeypatch.setattr(loader, "_load", lambda build: builds.append(build) or real_load(False))
+    for op in pid_kernels.REGISTRY.values():
+        op.device_reasons(torch.device("cuda"), build=False)
+    assert True not in builds

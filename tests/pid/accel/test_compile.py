@@ -88,6 +88,28 @@ def test_graph_replays_match_eager_and_capture_once_per_key():
     assert backend.captures == 2
 
 
+def test_gate_precompute_and_failed_ops_are_part_of_the_graph_key():
+    """Both change what a capture records, so each combination captures its own graph."""
+    net = tiny_net()
+    decoder = pid.Decoder(net)
+    inputs = tiny_inputs(net)
+    backend = EagerBackend(net.device)
+    failed = []
+    decoder.graphs = DecodeGraphs(backend=backend, failed_ops=lambda: failed)
+    eager = decoder.decode(*inputs, seed=1)
+    net.precompute_gate_lq = True
+    torch.testing.assert_close(decoder.decode(*inputs, seed=1), eager, rtol=1e-5, atol=1e-5)
+    failed.append("sigma_gate")
+    decoder.decode(*inputs, seed=1)
+    assert backend.captures == 3
+    keys = sorted(decoder.graphs.graphs, key=lambda key: (key.precompute_gate_lq, key.failed_ops))
+    assert [(key.precompute_gate_lq, key.failed_ops) for key in keys] == [
+        (False, ()), (True, ()), (True, ("sigma_gate",))
+    ]
+    decoder.decode(*inputs, seed=2)
+    assert backend.captures == 3
+
+
 def test_masked_captions_pad_to_a_bucket_exactly():
     net = tiny_net({"txt_max_length": 40})
     decoder = pid.Decoder(net)
