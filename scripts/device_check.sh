@@ -19,8 +19,7 @@ STAGES=("$@")
 [ ${#STAGES[@]} -eq 0 ] && STAGES=(test sanitize bench)
 # The CUDA-extension op tests, which compute-sanitizer instruments; the test and compile
 # stages run the whole suite (Triton ops, model, golden vectors) on the GPU.
-CUDA_OP_TESTS=(tests/pid_kernels/cuda/test_loader.py tests/pid_kernels/cuda/test_rmsnorm_modulate.py tests/pid_kernels/cuda/test_gated_residual.py
-       tests/pid_kernels/cuda/test_pit_pixel_mlp.py tests/pid_kernels/cuda/test_to_image.py)
+CUDA_OP_TESTS=(tests/pid_kernels/cuda/test_*.py)
 BENCHES=(rmsnorm_modulate gated_residual pit_pixel_mlp to_image)
 declare -A RESULT
 START=$SECONDS
@@ -43,7 +42,7 @@ else
   tail -n 40 "$LOGS/build.log"
   record build FAILED
 fi
-"$PY" -c "from pid_kernels import cuda_ext; print('extension:', cuda_ext.load())"
+"$PY" -c "from pid_kernels.cuda import loader; print('extension:', loader.load())"
 
 for stage_name in "${STAGES[@]}"; do
   case "$stage_name" in
