@@ -126,3 +126,17 @@ def residual_args(batch=2, tokens=37, width=64, per_token=False, device="cpu", s
     weight = torch.rand(width, generator=gen, device=device) + 0.5
     modulation = torch.randn(batch, tokens if per_token else 1, 6 * width, generator=gen, device=device)
     return [x, y, weight, modulation]
+
+
+# GPU cases of the row ops (rmsnorm_modulate, gated_residual and their fusion), (batch, tokens,
+# width, per-token modulation): MM-DiT rows (16-byte path), widths that are not a multiple of 8
+# (element path), PiT pixels (one thread per pixel), and the widest fp32 row (block reduction).
+ROW_GPU_CASES = {
+    "mmdit_c256": (2, 37, 256, False),
+    "mmdit_c1536": (2, 19, 1536, False),
+    "scalar_c100": (2, 33, 100, False),
+    "scalar_c5": (2, 45, 5, False),
+    "scalar_c3": (2, 45, 3, False),
+    "pit_pixels": (7, 37, 16, True),
+    "wide_c4096": (2, 5, 4096, False),
+}

@@ -1,11 +1,12 @@
 """`pid.compile(model)`: the same PiDNet or Decoder, faster; `pid.revert(model)` undoes it.
 
-Every optimization is one switch of `CompileConfig`, defaulting to on where the
-device and the installed packages allow it. What was applied, and why anything
-was not, is attached to the model as `model.pid_compile_report`. Inputs a fused
-op refuses at run time (CPU tensors, odd dtypes, shapes) fall back to the
-reference, so a compiled model runs wherever the eager one does; the state_dict
-keys never change.
+Every optimization is one switch of `CompileConfig`; None means "on where it can
+run" (the device, the installed packages, and for `precompute_gate_lq` a GPU
+measurement nobody has made yet, so it stays off). Fused ops ask their
+`KernelOp.device_reasons`. What was applied, and why anything was not, is attached
+to the model as `model.pid_compile_report`. Inputs a fused op refuses at run time
+(CPU tensors, odd dtypes, shapes) fall back to the reference, so a compiled model
+runs wherever the eager one does; the state_dict keys never change.
 
 Fused ops switch process-wide seams (`pid.seams`); they are reference-counted, so
 reverting one model leaves the ops another compiled model still uses.

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 import pid_kernels
-from kernel_testing import assert_within_eager_error, compiled_with_ops, maybe_compiled, residual_args, with_dtypes
+from kernel_testing import ROW_GPU_CASES, assert_within_eager_error, compiled_with_ops, maybe_compiled
+from kernel_testing import residual_args, with_dtypes
 from pid import seams
 from pid_kernels.cuda import gated_residual_rmsnorm_modulate as module
 
@@ -50,23 +51,11 @@ def test_fake_shapes_under_compile(dtype):
         assert torch.equal(ours, expected)
 
 
-# (batch, tokens, width, per-token modulation): MM-DiT rows (16-byte path), widths that are
-# not a multiple of 8 (element path), and the widest fp32 row (block reduction).
-GPU_CASES = {
-    "mmdit_c256": (2, 37, 256, False),
-    "mmdit_c1536": (2, 19, 1536, False),
-    "scalar_c100": (2, 33, 100, False),
-    "scalar_c5": (2, 45, 5, False),
-    "per_token_c16": (7, 37, 16, True),
-    "wide_c4096": (2, 5, 4096, False),
-}
-
-
 @pytest.mark.gpu
 @with_dtypes
-@pytest.mark.parametrize("case", GPU_CASES)
+@pytest.mark.parametrize("case", ROW_GPU_CASES)
 def test_kernel_within_eager_error(case, dtype):
-    args = residual_args(*GPU_CASES[case], device="cuda", seed=len(case))
+    args = residual_args(*ROW_GPU_CASES[case], device="cuda", seed=len(case))
     assert fused(module.supports)(*args) == []
     assert_within_eager_error(maybe_compiled(fused(module.gated_residual_rmsnorm_modulate)),
                               fused(module.reference), args, dtype, case)

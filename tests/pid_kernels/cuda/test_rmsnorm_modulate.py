@@ -5,7 +5,7 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 import pid_kernels
-from kernel_testing import assert_within_eager_error, compiled_with_ops, maybe_compiled, with_dtypes
+from kernel_testing import ROW_GPU_CASES, assert_within_eager_error, compiled_with_ops, maybe_compiled, with_dtypes
 from pid import seams
 from pid_kernels.cuda import rmsnorm_modulate as module
 
@@ -67,24 +67,11 @@ def test_fake_shapes_of_pit_pixels():
         assert out.shape == pixels.shape and out.dtype == torch.bfloat16 and out.is_cuda
 
 
-# (batch, tokens, width, per-token modulation): MM-DiT-like rows (16-byte path), widths that
-# are not a multiple of 8 (element path), PiT pixels (one thread per pixel), a 2-D x, and
-# the widest fp32 row (several warps and a block reduction).
-GPU_CASES = {
-    "mmdit_c256": (2, 37, 256, False),
-    "mmdit_c1536": (2, 19, 1536, False),
-    "scalar_c100": (2, 33, 100, False),
-    "scalar_c3": (2, 45, 3, False),
-    "pit_pixels": (7, 37, 16, True),
-    "wide_c4096": (2, 5, 4096, False),
-}
-
-
 @pytest.mark.gpu
 @with_dtypes
-@pytest.mark.parametrize("case", GPU_CASES)
+@pytest.mark.parametrize("case", ROW_GPU_CASES)
 def test_kernel_within_eager_error(case, dtype):
-    batch, tokens, width, per_token = GPU_CASES[case]
+    batch, tokens, width, per_token = ROW_GPU_CASES[case]
     args = adaln_args(batch, tokens, width, per_token, device="cuda", seed=len(case))
     shift, scale = args[2].chunk(6, -1)[:2]
     assert module.supports(args[0], args[1], shift, scale) == []
