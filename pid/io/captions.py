@@ -45,6 +45,7 @@ from typing import Any, Iterable, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
+from pid.configs import CAPTION_TOKENS
 from pid.io import hub
 
 __all__ = [
@@ -69,7 +70,7 @@ __all__ = [
 ]
 
 CAPTION_DIM = 2304
-MODEL_MAX_LENGTH = 300
+MODEL_MAX_LENGTH = CAPTION_TOKENS
 # Repos searched in the Hugging Face cache, the release's own choice first.
 GEMMA_REPO_IDS = ("Efficient-Large-Model/gemma-2-2b-it", "google/gemma-2-2b-it")
 GEMMA_PATH_ENV = "PID_GEMMA_PATH"

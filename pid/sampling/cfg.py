@@ -59,6 +59,9 @@ from typing import Callable, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
+from pid.configs import TIMESCALE
+from pid.sampling.geometry import as_hw
+
 __all__ = [
     "DEFAULT_STEPS",
     "DEFAULT_CFG_SCALE",
@@ -78,7 +81,6 @@ BASE_SHIFT = 6.0
 BASE_IMAGE_SIZE = 2048
 # Smallest gap the un-shifted grid keeps from t = 1 (the release solves from 1 to 1/1000).
 T_MIN = 1e-3
-TIMESCALE = 1000.0
 
 ImageSize = Union[int, Sequence[int]]
 
@@ -145,16 +147,7 @@ def _half_log_snr(t: float) -> float:
 
 
 def _as_hw(image_size: ImageSize) -> Tuple[int, int]:
-    if isinstance(image_size, bool):
-        raise ValueError(f"image_size must be an int or (H, W), got {image_size!r}")
-    if isinstance(image_size, numbers.Integral):
-        h = w = int(image_size)
-    elif isinstance(image_size, (tuple, list, torch.Size)) and len(image_size) == 2:
-        if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in image_size):
-            raise ValueError(f"image_size entries must be integers, got {image_size!r}")
-        h, w = int(image_size[0]), int(image_size[1])
-    else:
-        raise ValueError(f"image_size must be an int or (H, W), got {image_size!r}")
+    h, w = as_hw(image_size, "image_size")
     if h <= 0 or w <= 0:
         raise ValueError(f"image_size must be positive, got {(h, w)}")
     return h, w
