@@ -60,6 +60,7 @@ import torch
 from torch import Tensor
 
 from pid.configs import TIMESCALE
+from pid.sampling.checks import check_finite_images
 from pid.sampling.geometry import as_hw
 
 __all__ = [
@@ -230,7 +231,8 @@ def sample_cfg(
             final x0, e.g. for comparisons).
 
     Returns:
-        The decoded image ``x0``, float32 ``[B, 3, H, W]``.
+        The decoded image ``x0``, float32 ``[B, 3, H, W]``; ``NonFiniteError`` if it holds NaN/Inf
+        (checked once, at the end).
 
     To reproduce the release's noise exactly, pass ``generator=torch.Generator("cuda")
     .manual_seed(seed)`` with the latent on CUDA (one ``randn`` of the output shape).
@@ -328,6 +330,7 @@ def sample_cfg(
         prev_x0 = x0
         prev_lam = lam_cur
 
+    check_finite_images(x)
     return x.clamp(-1.0, 1.0) if clamp else x
 
 

@@ -124,3 +124,35 @@ def check_finite_images(images: torch.Tensor) -> None:
             f"the decoded images contain {bad} NaN/Inf value(s) of {images.numel()} "
             f"(batch {images.shape[0]}, {images.shape[-2]}x{images.shape[-1]}); {NON_FINITE_CAUSES}"
         )
+
+
+def default_device() -> torch.device:
+    """The first CUDA device when torch sees one, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    """bfloat16 on a GPU, as the release runs; float32 on the CPU, where bf16 matmuls are slow."""
+    return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+
+
+def as_device(value: Any, what: str = "device") -> torch.device:
+    """A usable torch.device from a string or device ('cpu', 'cuda', 'cuda:1'); None -> default_device().
+    ValueError when the device does not exist here (CUDA without a GPU, a GPU index too large)."""
+    if value is None:
+        return default_device()
+    try:
+        device = torch.device(value)
+    except (TypeError, RuntimeError, ValueError):
+        raise ValueError(f"{what} {value!r} is not a device; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(
+                f"{what} {value!r}: no CUDA device is visible (torch {torch.__version__}, CUDA build: "
+                f"{torch.version.cuda or 'none'}); use cpu, or install a CUDA build of torch on a GPU machine"
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"{what} {value!r}: only {torch.cuda.device_count()} CUDA device(s) are visible")
+    elif device.type != "cpu":
+        raise ValueError(f"{what} {value!r}: PiD runs on cpu or cuda, not {device.type}")
+    return device

@@ -40,6 +40,11 @@ DISTILLED_T_LIST = (0.999, 0.866, 0.634, 0.342, 0.0)
 ONE_STEP_T = 1.0
 
 
+def fresh_seed() -> int:
+    """A new seed from torch's global generator, so `torch.manual_seed` makes a run repeatable."""
+    return int(torch.randint(2**62, (), dtype=torch.int64))
+
+
 def distilled_t_list(steps: int, full: Sequence[float] = DISTILLED_T_LIST) -> torch.Tensor:
     """The float32 t schedule for `steps` steps: the full list, or an evenly indexed subset."""
     max_steps = len(full) - 1
@@ -150,7 +155,7 @@ class Decoder:
         t_list = distilled_t_list(steps, self.t_list)
         own_noise = noise is None and generator is None
         if seed is None and own_noise:
-            seed = int(torch.randint(2**62, (), dtype=torch.int64))
+            seed = fresh_seed()
         self.last_seed = int(seed) if own_noise else None
         try:
             result = None
@@ -231,7 +236,7 @@ def _truncate_captions(embeds: torch.Tensor, mask: Optional[torch.Tensor], max_t
     warnings.warn(
         f"caption_embeds has {embeds.shape[1]} tokens but this model reads at most {max_tokens}; "
         f"using the first {max_tokens}, as the release does",
-        stacklevel=4,
+        stacklevel=5,  # the caller of decode (under torch.no_grad's wrapper)
     )
     return embeds[:, :max_tokens], None if mask is None else mask[:, :max_tokens]
 

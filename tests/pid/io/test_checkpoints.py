@@ -92,8 +92,18 @@ def test_infer_config_reads_structure(golden):
     inferred = infer_config(state)
     structural = ["hidden_size", "num_groups", "patch_depth", "pixel_depth", "pixel_hidden_size",
                   "pixel_attn_hidden_size", "pixel_num_groups", "txt_embed_dim", "txt_max_length",
-                  "lq_latent_channels", "lq_hidden_dim", "lq_gate_type", "lq_interval", "pit_lq_inject"]
+                  "lq_hidden_dim", "lq_gate_type", "pit_lq_inject"]
     assert {k: inferred[k] for k in structural} == {k: g.config[k] for k in structural}
+    # Not claimed: 2 gates over 4 blocks fit interval 2 or 3, and the latent's channel count
+    # depends on the unpatchify factor, which no weight records.
+    assert "lq_interval" not in inferred and "lq_latent_channels" not in inferred
+    released = infer_config({k[len("net."):]: v for k, v in _meta_state("v15_sr4x_lat16_down8").items()})
+    assert released == pid.released_config("v15_sr4x_lat16_down8")
+
+
+def _meta_state(name):
+    with torch.device("meta"):
+        return {"net." + k: v for k, v in pid.build_model(name).state_dict().items()}
 
 
 def test_missing_file_and_name():
