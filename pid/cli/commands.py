@@ -70,14 +70,14 @@ def _output_path(text: str) -> Path:
 
     Image.init()
     path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a directory; give a file name such as {path / 'out.png'}")
     image_format = Image.registered_extensions().get(path.suffix.lower())
     if image_format not in Image.SAVE:
         raise argparse.ArgumentTypeError(
             f"cannot write {path.name!r}: the extension {path.suffix or '(none)'} is not an image format; "
             f"use .png (lossless), .jpg or .webp"
         )
-    if path.exists() and path.is_dir():
-        raise argparse.ArgumentTypeError(f"{text} is a directory; give a file name such as {path / 'out.png'}")
     return path
 
 
@@ -138,7 +138,7 @@ def _negative_captions(args, batch: int, device, embed_dim: int) -> Optional[tor
     if args.cfg_scale == 1.0:
         return None
     if args.negative_embeds:
-        embeds, _ = captions.load_caption_embeds(args.negative_embeds, embed_dim=embed_dim)
+        embeds, _ = captions.load_caption_embeds(args.negative_embeds, embed_dim=embed_dim, what="negative embeddings file")
     elif args.caption is not None:
         embeds = _caption_encoder(device).negative()
     else:
@@ -174,6 +174,8 @@ def cmd_decode(args) -> int:
     dtype = as_dtype(args.dtype) if args.dtype else default_dtype(device)
     latent = load_latent(Path(args.latent))
     net = pid.load(_resolve_checkpoint(args), config=args.config, dtype=dtype, device=device)
+    if args.size:
+        net.geometry.check_image_hw(args.size, "--size")
     if args.backbone:
         spec = get_backbone(args.backbone)
         if spec.lq_latent_channels != net.latent_channels:

@@ -28,7 +28,7 @@ from pid.configs import DEFAULTS, RELEASED_CHECKPOINTS, architecture_names, rele
 from pid.io import hub
 from pid.io.files import TensorFileError, read_tensor_file
 from pid.model.network import PiDNet
-from pid.sampling.checks import NonFiniteError, as_dtype
+from pid.sampling.checks import NonFiniteError, as_device, as_dtype
 from pid.sampling.geometry import lq_alignment
 
 PREFIX = "net."
@@ -54,7 +54,10 @@ class CheckpointMismatchError(ValueError):
         if misshapen:
             shapes = [f"{k}: checkpoint {list(a)} vs model {list(b)}" for k, a, b in misshapen]
             parts.append(f"misshapen keys ({len(misshapen)}): {_preview(shapes)}")
-        super().__init__("checkpoint does not match the PiD config; " + "; ".join(parts))
+        super().__init__(
+            "checkpoint does not match the PiD config; " + "; ".join(parts) + ". Pass the config these weights "
+            "were made with (config= a released name, a JSON file or a dict), or none to read it off the weights"
+        )
 
 
 def _preview(items, limit: int = 12) -> str:
@@ -108,7 +111,10 @@ def read_state_dict(source: Source) -> tuple[dict[str, torch.Tensor], Optional[d
     path = _resolve_path(source)
     state, metadata = read_tensor_file(path, "checkpoint", mmap=True)
     if not isinstance(state, Mapping):
-        raise TensorFileError(f"checkpoint {path} holds a {type(state).__name__}, expected a flat dict of tensors")
+        raise TensorFileError(
+            f"checkpoint {path} holds a {type(state).__name__}, expected a flat dict of tensors; save "
+            f"{{parameter name: tensor}} (e.g. net.state_dict()) instead"
+        )
     config = None
     if metadata and CONFIG_METADATA_KEY in metadata:
         config = json.loads(metadata[CONFIG_METADATA_KEY])
@@ -329,10 +335,12 @@ def load(
     ConfigUndeterminedError names each one and the ways to give it.
 
     dtype: torch.dtype or a name ('bf16', 'bfloat16', 'fp16', 'float32', ...); float32 by
-    default (the release's bf16 values are exact in either). check_finite=False skips the
+    default (the release's bf16 values are exact in either). device: 'cpu' (default), 'cuda',
+    'cuda:N' or a torch.device; one that is not there is a ValueError. check_finite=False skips the
     NaN/Inf scan of the weights (one pass over them, one sync) for speed.
     """
     dtype = as_dtype(dtype) or torch.float32
+    device = torch.device("cpu") if device is None else as_device(device)
     raw, file_config = read_state_dict(source)
     state = network_state_dict(raw)
     name = "the state dict" if isinstance(source, Mapping) else str(source)
@@ -340,7 +348,7 @@ def load(
     with torch.device("meta"):
         net = PiDNet(**resolved)
     # Allocate in the target dtype so a bf16 load never holds a float32 copy.
-    net = net.to_empty(device=device or "cpu").to(dtype)
+    net = net.to_empty(device=device).to(dtype)
     load_into(net, state)
     if check_finite:
         check_finite_weights(net, state, name)

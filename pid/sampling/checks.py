@@ -98,7 +98,7 @@ def check_forward_inputs(net, x, t, y, lq_latent, degrade_sigma, caption_mask) -
 def check_finite(name: str, value: torch.Tensor) -> None:
     if not torch.isfinite(value).all():
         bad = (~torch.isfinite(value)).sum().item()
-        raise ValueError(f"{name} contains {bad} NaN/Inf value(s)")
+        raise ValueError(f"{name} contains {bad} NaN/Inf value(s); every input value must be finite")
 
 
 def check_sigma_range(sigma: torch.Tensor) -> None:
