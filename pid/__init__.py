@@ -5,7 +5,7 @@ from pid.configs import RELEASED_CHECKPOINTS, released_config
 from pid.io.images import to_pil, to_uint8
 from pid.io.checkpoints import CheckpointMismatchError, ConfigUndeterminedError, load, save_safetensors
 from pid.model.network import DecodeContext, PiDNet, StepConditioning, build_model
-from pid.sampling.checks import NonFiniteError, default_device
+from pid.sampling.checks import NonFiniteError, default_device, default_dtype
 from pid.sampling.distilled import DISTILLED_T_LIST, Decoder
 from pid.sampling.examples import example_inputs
 from pid.sampling.memory import DecodeOutOfMemoryError
@@ -23,6 +23,7 @@ __all__ = [
     "DecodeOutOfMemoryError",
     "NonFiniteError",
     "default_device",
+    "default_dtype",
     "example_inputs",
     "DISTILLED_T_LIST",
     "DecodeContext",

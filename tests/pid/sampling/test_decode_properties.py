@@ -3,14 +3,13 @@ the right shape or is refused with a ValueError/TypeError that names the argumen
 
 import warnings
 
-import pytest
 import torch
 
-hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+import hypothesis
+from hypothesis import HealthCheck, given, settings, strategies as st
 
-import pid  # noqa: E402
-from tiny import tiny_net  # noqa: E402
+import pid
+from tiny import tiny_net
 
 NET = tiny_net()
 CELL = NET.geometry.cell  # 32 output pixels per latent cell
