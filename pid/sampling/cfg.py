@@ -60,7 +60,7 @@ import torch
 from torch import Tensor
 
 from pid.configs import TIMESCALE
-from pid.sampling.checks import check_finite_images
+from pid.sampling.checks import as_tensor, check_finite_images, truncate_captions
 from pid.sampling.geometry import as_hw
 
 __all__ = [
@@ -239,9 +239,11 @@ def sample_cfg(
     """
     if not callable(net):
         raise TypeError("net must be callable")
-    if not isinstance(latent, Tensor) or latent.ndim != 4:
-        shape = tuple(latent.shape) if isinstance(latent, Tensor) else type(latent).__name__
-        raise ValueError(f"latent must be a 4-D tensor [B, C, h, w], got {shape}")
+    latent = as_tensor(latent, "latent")
+    caption_embeds = as_tensor(caption_embeds, "caption_embeds")
+    uncond_embeds = None if uncond_embeds is None else as_tensor(uncond_embeds, "uncond_embeds")
+    if latent.ndim != 4:
+        raise ValueError(f"latent must be a 4-D tensor [B, C, h, w], got {tuple(latent.shape)}")
     _check_steps(steps)
     if isinstance(cfg_scale, bool) or not isinstance(cfg_scale, numbers.Real) or not math.isfinite(cfg_scale):
         raise ValueError(f"cfg_scale must be a finite number, got {cfg_scale!r}")
@@ -272,6 +274,11 @@ def sample_cfg(
         height, width = _as_hw(image_size)
         x = torch.randn((batch, 3, height, width), generator=generator, device=device, dtype=torch.float32)
 
+    max_tokens = getattr(net, "txt_max_length", None)
+    if max_tokens is not None:
+        caption_embeds = truncate_captions(caption_embeds, None, max_tokens, "caption_embeds")[0]
+        uncond_embeds = None if uncond_embeds is None else truncate_captions(uncond_embeds, None, max_tokens,
+                                                                             "uncond_embeds")[0]
     y_cond = _batched_embeds(caption_embeds, batch, "caption_embeds").to(device=device, dtype=torch.float32)
     y_uncond = None
     if guided:

@@ -8,6 +8,7 @@ rules live in `pid.sampling.geometry`.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Optional
 
 import torch
@@ -73,6 +74,18 @@ def check_captions(net, y: torch.Tensor, batch: int, caption_mask: Optional[torc
         raise ValueError(f"batch mismatch: caption embeddings have batch {y.shape[0]}, expected {batch}")
     if caption_mask is not None and tuple(caption_mask.shape) != tuple(y.shape[:2]):
         raise ValueError(f"caption_mask must be [B, L] = {_shape(y[..., 0])}, got {_shape(caption_mask)}")
+
+
+def truncate_captions(embeds: torch.Tensor, mask: Optional[torch.Tensor], max_tokens: int, what="caption_embeds"):
+    """Keep the first `max_tokens` caption tokens, as the release's network does, with a warning."""
+    if embeds.dim() != 3 or embeds.shape[1] <= max_tokens:  # shapes are checked elsewhere
+        return embeds, mask
+    warnings.warn(
+        f"{what} has {embeds.shape[1]} tokens but this model reads at most {max_tokens}; using the first "
+        f"{max_tokens}, as the release does",
+        stacklevel=5,  # the caller of decode / sample_cfg (under torch.no_grad's wrapper)
+    )
+    return embeds[:, :max_tokens], None if mask is None else mask[:, :max_tokens]
 
 
 def check_per_sample(name: str, value: torch.Tensor, batch: int) -> None:

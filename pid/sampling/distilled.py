@@ -14,7 +14,6 @@ records it as `Decoder.last_seed`.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence, Union
 
@@ -31,6 +30,7 @@ from pid.sampling.checks import (
     check_finite_images,
     check_per_sample,
     check_sigma_range,
+    truncate_captions,
 )
 from pid.sampling.geometry import as_hw
 from pid.sampling.memory import out_of_memory_error
@@ -109,7 +109,7 @@ class Decoder:
         image_hw = net.geometry.check_latent(latent, image_hw)
         batch = latent.shape[0]
         check_captions(net, caption_embeds, batch, caption_mask)
-        caption_embeds, caption_mask = _truncate_captions(caption_embeds, caption_mask, net.txt_max_length)
+        caption_embeds, caption_mask = truncate_captions(caption_embeds, caption_mask, net.txt_max_length)
         sigma = as_per_sample(degrade_sigma, "degrade_sigma")
         check_per_sample("degrade_sigma", sigma, batch)
         for name, value in (("latent", latent), ("caption_embeds", caption_embeds), ("degrade_sigma", sigma)):
@@ -227,18 +227,6 @@ class Decoder:
 
     def _context(self, inputs: DecodeInputs):
         return self.net.prepare(inputs.captions, inputs.latent, inputs.sigma, inputs.image_hw, inputs.caption_mask)
-
-
-def _truncate_captions(embeds: torch.Tensor, mask: Optional[torch.Tensor], max_tokens: int):
-    """Keep the first `max_tokens` caption tokens, as the release's network does, and say so."""
-    if embeds.shape[1] <= max_tokens:
-        return embeds, mask
-    warnings.warn(
-        f"caption_embeds has {embeds.shape[1]} tokens but this model reads at most {max_tokens}; "
-        f"using the first {max_tokens}, as the release does",
-        stacklevel=5,  # the caller of decode (under torch.no_grad's wrapper)
-    )
-    return embeds[:, :max_tokens], None if mask is None else mask[:, :max_tokens]
 
 
 def _explicit_noise(noise, steps, shape, device) -> Callable[[int], torch.Tensor]:

@@ -66,26 +66,39 @@ CHECKPOINT = ["--checkpoint", "tiny.safetensors"]
 INPUTS = ["--latent", "latent.safetensors", "--caption-embeds", "captions.safetensors"]
 GOOD = ["decode", *CHECKPOINT, *INPUTS]
 
+
+def with_checkpoint(name, *more):
+    return ["decode", "--checkpoint", name, *more, *INPUTS]
+
+
+def with_latent(name):
+    return ["decode", *CHECKPOINT, "--latent", name, "--caption-embeds", "captions.safetensors"]
+
+
+def with_captions(name):
+    return ["decode", *CHECKPOINT, "--latent", "latent.safetensors", "--caption-embeds", name]
+
+
 # (case id, argv after `pid`, fragment the one-line message must hold)
 CASES = [
     # checkpoints
-    ("ckpt-missing", ["decode", "--checkpoint", "nope.pth", *INPUTS], "neither a file"),
-    ("ckpt-empty", ["decode", "--checkpoint", "empty.pth", *INPUTS], "is empty (0 bytes)"),
-    ("ckpt-truncated", ["decode", "--checkpoint", "truncated.pth", *INPUTS], "truncated or corrupted"),
-    ("ckpt-not-a-checkpoint", ["decode", "--checkpoint", "text.pth", *INPUTS], "not a torch checkpoint"),
-    ("ckpt-pickle-refused", ["decode", "--checkpoint", "pickle.pth", *INPUTS], "refused for safety"),
-    ("ckpt-unsupported-format", ["decode", "--checkpoint", "model.onnx", *INPUTS], "unsupported format (.onnx)"),
-    ("ckpt-bad-safetensors", ["decode", "--checkpoint", "garbage.safetensors", *INPUTS], "not a readable safetensors"),
-    ("ckpt-not-a-dict", ["decode", "--checkpoint", "list.pth", *INPUTS], "holds a list"),
-    ("ckpt-nan-weights", ["decode", "--checkpoint", "nan_weights.pth", "--config", "config.json", *INPUTS],
+    ("ckpt-missing", with_checkpoint("nope.pth"), "neither a file"),
+    ("ckpt-empty", with_checkpoint("empty.pth"), "is empty (0 bytes)"),
+    ("ckpt-truncated", with_checkpoint("truncated.pth"), "truncated or corrupted"),
+    ("ckpt-not-a-checkpoint", with_checkpoint("text.pth"), "not a torch checkpoint"),
+    ("ckpt-pickle-refused", with_checkpoint("pickle.pth"), "refused for safety"),
+    ("ckpt-unsupported-format", with_checkpoint("model.onnx"), "unsupported format (.onnx)"),
+    ("ckpt-bad-safetensors", with_checkpoint("garbage.safetensors"), "not a readable safetensors"),
+    ("ckpt-not-a-dict", with_checkpoint("list.pth"), "holds a list"),
+    ("ckpt-nan-weights", with_checkpoint("nan_weights.pth", "--config", "config.json"),
      "holds NaN/Inf in 'final_layer.linear.weight'"),
-    ("ckpt-config-undetermined", ["decode", "--checkpoint", "release_format.pth", *INPUTS],
+    ("ckpt-config-undetermined", with_checkpoint("release_format.pth"),
      "leave no trace in them: rope_ref_h"),
-    ("config-missing", ["decode", "--checkpoint", "release_format.pth", "--config", "none.json", *INPUTS],
+    ("config-missing", with_checkpoint("release_format.pth", "--config", "none.json"),
      "config file not found"),
-    ("config-bad-json", ["decode", "--checkpoint", "release_format.pth", "--config", "broken.json", *INPUTS],
+    ("config-bad-json", with_checkpoint("release_format.pth", "--config", "broken.json"),
      "not valid JSON"),
-    ("config-unknown-name", ["decode", "--checkpoint", "release_format.pth", "--config", "PiD_nope", *INPUTS],
+    ("config-unknown-name", with_checkpoint("release_format.pth", "--config", "PiD_nope"),
      "unknown PiD checkpoint"),
     ("config-wrong-release", [*GOOD, "--config", "PiD_res2k_sr4x_official_flux_distill_4step"], "misshapen keys"),
     ("backbone-unknown", [*GOOD, "--backbone", "nope"], "unknown backbone"),
@@ -109,36 +122,22 @@ CASES = [
     ("size-step", [*GOOD, "--size", "100x64"], "--size 64x100 (HxW) is not a multiple of the 16-pixel patch size"),
     ("size-vs-latent", [*GOOD, "--size", "128"], "expected [B, 16, 4, 4]"),
     # latents
-    ("latent-missing", ["decode", *CHECKPOINT, "--latent", "none.safetensors", "--caption-embeds",
-                        "captions.safetensors"], "latent file not found"),
-    ("latent-empty", ["decode", *CHECKPOINT, "--latent", "latent_empty.pt", "--caption-embeds",
-                      "captions.safetensors"], "is empty (0 bytes)"),
-    ("latent-truncated", ["decode", *CHECKPOINT, "--latent", "latent_truncated.safetensors", "--caption-embeds",
-                          "captions.safetensors"], "not a readable safetensors"),
-    ("latent-unsupported-format", ["decode", *CHECKPOINT, "--latent", "config.json", "--caption-embeds",
-                                   "captions.safetensors"], "unsupported format (.json)"),
-    ("latent-pickle-refused", ["decode", *CHECKPOINT, "--latent", "pickle.pth", "--caption-embeds",
-                               "captions.safetensors"], "refused for safety"),
-    ("latent-channels", ["decode", *CHECKPOINT, "--latent", "latent_4ch.safetensors", "--caption-embeds",
-                         "captions.safetensors"], "expected [B, 16, 2, 3]"),
-    ("latent-int", ["decode", *CHECKPOINT, "--latent", "latent_int.safetensors", "--caption-embeds",
-                    "captions.safetensors"], "expected a float latent tensor"),
-    ("latent-2d", ["decode", *CHECKPOINT, "--latent", "latent_2d.safetensors", "--caption-embeds",
-                   "captions.safetensors"], "expected a float latent tensor"),
-    ("latent-two-tensors", ["decode", *CHECKPOINT, "--latent", "latent_two.safetensors", "--caption-embeds",
-                            "captions.safetensors"], "name the latent tensor 'latent'"),
-    ("latent-nan", ["decode", *CHECKPOINT, "--latent", "latent_nan.safetensors", "--caption-embeds",
-                    "captions.safetensors"], "latent contains 1 NaN/Inf"),
+    ("latent-missing", with_latent("none.safetensors"), "latent file not found"),
+    ("latent-empty", with_latent("latent_empty.pt"), "is empty (0 bytes)"),
+    ("latent-truncated", with_latent("latent_truncated.safetensors"), "not a readable safetensors"),
+    ("latent-unsupported-format", with_latent("config.json"), "unsupported format (.json)"),
+    ("latent-pickle-refused", with_latent("pickle.pth"), "refused for safety"),
+    ("latent-channels", with_latent("latent_4ch.safetensors"), "expected [B, 16, 2, 3]"),
+    ("latent-int", with_latent("latent_int.safetensors"), "expected a float latent tensor"),
+    ("latent-2d", with_latent("latent_2d.safetensors"), "expected a float latent tensor"),
+    ("latent-two-tensors", with_latent("latent_two.safetensors"), "name the latent tensor 'latent'"),
+    ("latent-nan", with_latent("latent_nan.safetensors"), "latent contains 1 NaN/Inf"),
     # captions and negative embeddings
     ("captions-none", ["decode", *CHECKPOINT, "--latent", "latent.safetensors"], "--caption TEXT"),
-    ("captions-missing", ["decode", *CHECKPOINT, "--latent", "latent.safetensors", "--caption-embeds",
-                          "none.safetensors"], "caption embeddings file not found"),
-    ("captions-empty", ["decode", *CHECKPOINT, "--latent", "latent.safetensors", "--caption-embeds",
-                        "captions_empty.safetensors"], "is empty (0 bytes)"),
-    ("captions-width", ["decode", *CHECKPOINT, "--latent", "latent.safetensors", "--caption-embeds",
-                        "captions_wide.safetensors"], "last dim must be 40"),
-    ("captions-pickle-refused", ["decode", *CHECKPOINT, "--latent", "latent.safetensors", "--caption-embeds",
-                                 "pickle.pth"], "refused for safety"),
+    ("captions-missing", with_captions("none.safetensors"), "caption embeddings file not found"),
+    ("captions-empty", with_captions("captions_empty.safetensors"), "is empty (0 bytes)"),
+    ("captions-width", with_captions("captions_wide.safetensors"), "last dim must be 40"),
+    ("captions-pickle-refused", with_captions("pickle.pth"), "refused for safety"),
     ("negative-none", [*GOOD, "--sampler", "cfg"], "--negative-embeds"),
     ("negative-missing", [*GOOD, "--sampler", "cfg", "--negative-embeds", "none.pt"],
      "negative embeddings file not found"),
@@ -180,6 +179,13 @@ DRIVER = textwrap.dedent(
 )
 
 
+def _environment() -> dict:
+    """This test's import path for the child processes, without a PID_DEBUG of the caller's."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    env.pop("PID_DEBUG", None)
+    return env
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """Run every case once: {case id: (exit status, stderr, files written)}."""
@@ -190,10 +196,8 @@ def runs(tmp_path_factory):
         with_out = argv if "--out" in argv else [*argv, "--out", f"{name}.png"]
         table.append((name, with_out))
     before = set(os.listdir(root))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    env.pop("PID_DEBUG", None)
     done = subprocess.run([sys.executable, "-c", DRIVER], input=json.dumps(table), capture_output=True, text=True,
-                          cwd=root, env=env, timeout=600)
+                          cwd=root, env=_environment(), timeout=600)
     assert done.returncode == 0, done.stderr
     statuses = json.loads(done.stdout.strip().splitlines()[-1])
     written = {f for f in set(os.listdir(root)) - before if not f.endswith(".stderr")}
@@ -214,10 +218,7 @@ def test_bad_input_is_one_line_exit_2(runs, case, argv, fragment):
 
 
 def _python_m_pid(args, cwd, debug=False):
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    env.pop("PID_DEBUG", None)
-    if debug:
-        env["PID_DEBUG"] = "1"
+    env = {**_environment(), **({"PID_DEBUG": "1"} if debug else {})}
     return subprocess.run([sys.executable, "-m", "pid", *args], capture_output=True, text=True, cwd=cwd, env=env,
                           timeout=300)
 

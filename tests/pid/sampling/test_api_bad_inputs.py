@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import pid
+from pid.sampling.cfg import sample_cfg
 from pid.sampling.checks import as_dtype
 from tiny import tiny_inputs, tiny_net
 
@@ -96,6 +97,8 @@ OTHER_CASES = [
      "overflows float16"),
     ("save-dtype", lambda n, g: pid.save_safetensors(n, "/nonexistent/x.safetensors", dtype="int4"), TypeError,
      "dtype must be a torch.dtype"),
+    ("cfg-latent-float", lambda n, g: sample_cfg(n, 1.0, 0.0, g[2], None, cfg_scale=1.0, image_size=64), TypeError,
+     "latent must be a torch.Tensor"),
     ("example-size", lambda n, g: pid.example_inputs(n, 100), ValueError, "nearest valid"),
     ("example-batch", lambda n, g: pid.example_inputs(n, 64, batch=0), ValueError, "batch must be a positive int"),
 ]
