@@ -45,11 +45,13 @@ import torch
 
 from pid.bench.measure import GIB, measure_matmul_tflops, nvml_used_bytes, profile_stages, psnr, time_calls
 from pid.bench.report import TARGETS, append_csv, plot, summary
-from pid.configs import RELEASED_CHECKPOINTS, released_config
-from pid.cli.demo import DEFAULT_CHECKPOINT, randomize_
+from pid.configs import CAPTION_TOKENS, DEFAULT_CHECKPOINT, RELEASED_CHECKPOINTS, released_config
+from pid.cli.demo import randomize_
 from pid.bench.flops import decode_flops
 from pid.model.network import PiDNet, build_model
+from pid.sampling.checks import as_dtype
 from pid.sampling.distilled import Decoder, distilled_t_list
+from pid.sampling.geometry import geometry_from_config
 
 PATHS = {
     "a": ("a_eager", "our reference Decoder, eager"),
@@ -63,7 +65,6 @@ OFFICIAL_PATHS = {"e": "eager", "f": "compile"}
 OFFICIAL_DTYPE = "float32 weights, bfloat16 autocast"  # as the release runs
 GPU_SIZES = (1024, 2048, 4096)  # output sizes: latents of 256², 512², 1024² images (sr 4x, 8x VAE)
 GPU_BATCHES = (1, 4)
-CAPTION_TOKENS = 300  # the release always sends 300
 MIN_GPU_RUNS = 10
 # The reduced network of a CPU run: the v1 structure (gates every 2 blocks, 2 pixel blocks,
 # per-token-per-dim gates, patch 16, sr 4x on an 8x 16-channel latent), narrow and shallow.
@@ -422,8 +423,7 @@ def _finish_row(row, letter, case, settings, matmul_tflops, matmul_probe) -> dic
 
 
 def build_latent_size(config: dict, image_size: int) -> str:
-    cell = config["sr_scale"] * config["latent_spatial_down_factor"]
-    return f"{config['lq_latent_channels']}x{image_size // cell}x{image_size // cell}"
+    return "x".join(map(str, geometry_from_config(config).latent_shape(image_size)))
 
 
 # ---- command line -------------------------------------------------------------------------
@@ -465,7 +465,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def settings_from_args(args, command: str) -> BenchSettings:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype_name = args.dtype or ("bf16" if device.type == "cuda" else "fp32")
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype_name]
+    dtype = as_dtype(dtype_name)
     reduced = args.quick or device.type != "cuda"
     if reduced:
         config = {**released_config(args.checkpoint), **CPU_OVERRIDES}

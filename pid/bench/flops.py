@@ -21,12 +21,13 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from pid.configs import resolve_config
+from pid.model.positions import TIMESTEP_FEATURES
+from pid.sampling.geometry import lq_alignment
 
 # Terms computed once per decode by a sampler that hoists step-invariant work.
 STEP_INVARIANT_TERMS = ("lq_adapter", "caption_projection")
 # Computed by the release on every call and then discarded (the last block's text output).
 DISCARDED_TERMS = ("last_block_text_output",)
-TIMESTEP_FEATURES = 256
 CONV_TAPS = 9  # 3x3 convolutions
 
 
@@ -61,11 +62,8 @@ def forward_flops(
     gate_outputs = hidden if cfg["lq_gate_type"] == "sigma_aware_per_token_per_dim" else 1
 
     # LQ adapter: convs at the patch grid on the aligned latent, then one head per gated block.
-    unpatchify = cfg["lq_latent_unpatchify_factor"]
-    latent_channels = cfg["lq_latent_channels"] // unpatchify**2
-    grid_to_latent = cfg["sr_scale"] * (cfg["latent_spatial_down_factor"] // unpatchify) / patch
-    if grid_to_latent < 1:
-        latent_channels *= round(1 / grid_to_latent) ** 2
+    _, latent_channels = lq_alignment(cfg["lq_latent_channels"], patch, cfg["sr_scale"],
+                                      cfg["latent_spatial_down_factor"], cfg["lq_latent_unpatchify_factor"])
     lq_hidden = cfg["lq_hidden_dim"]
     lq_convs = _linear(image_tokens, CONV_TAPS * latent_channels, lq_hidden) + (
         1 + 2 * cfg["lq_num_res_blocks"]

@@ -1,8 +1,16 @@
-"""The `pid` command: decode, info, demo, bench."""
+"""The `pid` command: decode, info, demo, bench.
+
+Every user error (a missing, empty, truncated or refused file, a bad flag value, a device
+that is not there, a shape that does not fit) prints one line,
+`pid <command>: error: <what> <how to fix>`, and exits with status 2; `PID_DEBUG=1`
+shows the traceback instead, for bug reports.
+"""
 
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -10,56 +18,85 @@ from typing import Optional, Sequence
 
 import torch
 
-from pid.configs import RELEASED_CHECKPOINTS
+from pid.configs import DEFAULT_CHECKPOINT, RELEASED_CHECKPOINTS
+from pid.sampling.checks import CLI_DTYPES, NonFiniteError, as_device, as_dtype, default_dtype
+from pid.sampling.geometry import parse_size_text
 
 EXIT_USAGE = 2
+DEBUG_ENV = "PID_DEBUG"
+# Errors that come from what the user passed, reported in one line. Anything else is a bug
+# and keeps its traceback.
+USER_ERRORS = (ValueError, KeyError, OSError, NotImplementedError, NonFiniteError, torch.OutOfMemoryError)
 
 
 class CliError(Exception):
     """A user-facing error: printed without a traceback, exit status 2."""
 
 
-def _parse_size(text: str) -> tuple[int, int]:
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line (no usage dump) that points at --help."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}; see {self.prog} --help\n")
+
+
+def _size(text: str) -> tuple[int, int]:
     """'WxH' or 'N' -> (H, W)."""
     try:
-        if "x" in text.lower():
-            width, height = (int(v) for v in text.lower().split("x"))
-        else:
-            width = height = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"size must be WxH or N, got {text!r}") from None
-    return height, width
+        return parse_size_text(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def _dtype(name: str) -> torch.dtype:
-    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
+def _number(kind, low=None, high=None):
+    """An argparse type: a finite int/float within [low, high]."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+        if not math.isfinite(value) or (low is not None and value < low) or (high is not None and value > high):
+            bounds = f"in [{low}, {high}]" if high is not None else f">= {low}" if low is not None else "finite"
+            raise argparse.ArgumentTypeError(f"must be {bounds}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _output_path(text: str) -> Path:
+    """The --out image path; its format is checked before any work is done."""
+    from PIL import Image
+
+    Image.init()
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a directory; give a file name such as {path / 'out.png'}")
+    image_format = Image.registered_extensions().get(path.suffix.lower())
+    if image_format not in Image.SAVE:
+        raise argparse.ArgumentTypeError(
+            f"cannot write {path.name!r}: the extension {path.suffix or '(none)'} is not an image format; "
+            f"use .png (lossless), .jpg or .webp"
+        )
+    return path
 
 
 def load_latent(path: Path) -> torch.Tensor:
     """A latent [B, C, h, w] (or [C, h, w]) from .safetensors (key 'latent' or the only tensor) or .pt."""
-    if not path.is_file():
-        raise CliError(f"latent file not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    from pid.io.files import read_tensor_file
 
-        tensors = load_file(str(path))
-        if "latent" in tensors:
-            latent = tensors["latent"]
-        elif len(tensors) == 1:
-            latent = next(iter(tensors.values()))
+    data, _ = read_tensor_file(path, "latent file")
+    if isinstance(data, dict):
+        if "latent" in data:
+            data = data["latent"]
+        elif len(data) == 1:
+            data = next(iter(data.values()))
         else:
-            raise CliError(f"{path} holds {sorted(tensors)}; name the latent tensor 'latent'")
-    elif path.suffix in (".pt", ".pth"):
-        latent = torch.load(str(path), map_location="cpu", weights_only=True)
-        if isinstance(latent, dict):
-            if "latent" not in latent:
-                raise CliError(f"{path} holds a dict without a 'latent' entry")
-            latent = latent["latent"]
-    else:
-        raise CliError(f"latent file must be .safetensors or .pt, got {path.name}")
-    if not isinstance(latent, torch.Tensor) or latent.dim() not in (3, 4):
-        raise CliError(f"{path}: expected a latent tensor [B, C, h, w] or [C, h, w]")
-    return latent.unsqueeze(0) if latent.dim() == 3 else latent
+            raise CliError(f"latent file {path} holds {sorted(map(str, data))}; name the latent tensor 'latent'")
+    if not isinstance(data, torch.Tensor) or data.dim() not in (3, 4) or not data.is_floating_point():
+        got = f"shape {list(data.shape)}, {data.dtype}" if isinstance(data, torch.Tensor) else type(data).__name__
+        raise CliError(f"latent file {path}: expected a float latent tensor [B, C, h, w] or [C, h, w], got {got}")
+    return data.unsqueeze(0) if data.dim() == 3 else data
 
 
 def _caption_encoder(device):
@@ -101,7 +138,7 @@ def _negative_captions(args, batch: int, device, embed_dim: int) -> Optional[tor
     if args.cfg_scale == 1.0:
         return None
     if args.negative_embeds:
-        embeds, _ = captions.load_caption_embeds(args.negative_embeds, embed_dim=embed_dim)
+        embeds, _ = captions.load_caption_embeds(args.negative_embeds, embed_dim=embed_dim, what="negative embeddings file")
     elif args.caption is not None:
         embeds = _caption_encoder(device).negative()
     else:
@@ -121,28 +158,40 @@ def _resolve_checkpoint(args) -> str:
     return spec.checkpoint(args.ckpt_type or spec.ckpt_types[0]).name
 
 
+def _check_steps(args) -> None:
+    """--steps: 1..4 for the distilled students, >= 1 for the cfg sampler."""
+    if args.steps is not None and args.sampler == "distilled" and not 1 <= args.steps <= 4:
+        raise CliError(f"--steps {args.steps}: the distilled sampler runs 1 to 4 steps (default 4)")
+
+
 def cmd_decode(args) -> int:
     import pid
     from pid.latents.backbones import check_latent_for, get_backbone
+    from pid.sampling.distilled import fresh_seed
 
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    _check_steps(args)
+    device = as_device(args.device, "--device")
+    dtype = as_dtype(args.dtype) if args.dtype else default_dtype(device)
     latent = load_latent(Path(args.latent))
-    net = pid.load(_resolve_checkpoint(args), dtype=_dtype(args.dtype), device=device)
+    net = pid.load(_resolve_checkpoint(args), config=args.config, dtype=dtype, device=device)
+    if args.size:
+        net.geometry.check_image_hw(args.size, "--size")
     if args.backbone:
         spec = get_backbone(args.backbone)
         if spec.lq_latent_channels != net.latent_channels:
             raise CliError(
                 f"backbone {spec.name} gives {spec.lq_latent_channels}-channel latents but this checkpoint "
-                f"takes {net.latent_channels}"
+                f"takes {net.latent_channels}; pass the matching --backbone or --checkpoint"
             )
         check_latent_for(spec, latent, args.size)
     embeds, mask = _captions(args, latent.shape[0], device, net.config["txt_embed_dim"])
+    seed = fresh_seed() if args.seed is None else args.seed
     start = time.perf_counter()
     if args.sampler == "cfg":
         from pid.sampling.cfg import DEFAULT_STEPS, sample_cfg
 
         negative = _negative_captions(args, latent.shape[0], device, net.config["txt_embed_dim"])
-        generator = torch.Generator(device=device).manual_seed(args.seed)
+        generator = torch.Generator(device=device).manual_seed(seed)
         images = sample_cfg(
             net, latent.to(device), args.sigma, embeds.to(device), None if negative is None else negative.to(device),
             steps=args.steps or DEFAULT_STEPS, cfg_scale=args.cfg_scale, generator=generator,
@@ -155,17 +204,18 @@ def cmd_decode(args) -> int:
             embeds,
             caption_mask=mask if args.caption_mask else None,
             image_size=args.size,
-            seed=args.seed,
+            seed=seed,
             steps=args.steps or 4,
             progress=True,
         )
-    out = Path(args.out)
+    out = args.out
     out.parent.mkdir(parents=True, exist_ok=True)
     pictures = pid.to_pil(images)
     paths = [out] if len(pictures) == 1 else [out.with_name(f"{out.stem}_{i}{out.suffix}") for i in range(len(pictures))]
     for picture, path in zip(pictures, paths):
         picture.save(path)
-    print(f"decoded {tuple(latent.shape)} -> {images.shape[-2]}x{images.shape[-1]} in {time.perf_counter() - start:.2f} s")
+    print(f"decoded {tuple(latent.shape)} -> {images.shape[-2]}x{images.shape[-1]} in {time.perf_counter() - start:.2f} s "
+          f"({str(dtype).replace('torch.', '')} on {device}, seed {seed}; --seed {seed} reproduces it)")
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0
 
@@ -180,7 +230,7 @@ def cmd_info(args) -> int:
 def cmd_demo(args) -> int:
     from pid.cli import demo
 
-    print(demo.main(Path(args.out), args.checkpoint, args.size, args.device, args.seed))
+    print(demo.main(args.out, args.checkpoint, args.size, as_device(args.device, "--device"), args.seed))
     return 0
 
 
@@ -192,41 +242,46 @@ def cmd_bench(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pid", description="PiD pixel-diffusion decoder")
+    parser = _Parser(prog="pid", description="PiD pixel-diffusion decoder")
     commands = parser.add_subparsers(dest="command", required=True)
 
     decode = commands.add_parser("decode", help="decode a latent file to an image")
     decode.add_argument("--checkpoint", help="model_ema_bf16.pth / .safetensors path, or a released checkpoint name")
     decode.add_argument("--backbone", help="flux, flux2, sd3, sdxl, qwenimage, zimage, dinov2, siglip, ...")
     decode.add_argument("--ckpt-type", help="with --backbone and no --checkpoint: 2k, 2kto4k or 2kto4k_v1pt5")
+    decode.add_argument("--config", help="the checkpoint's config, when its weights do not determine it: a JSON file "
+                        "of constructor kwargs or a released checkpoint name")
     decode.add_argument("--latent", required=True,
                         help="latent .safetensors or .pt, [B, C, h, w], in PiD's latent space (docs/latents.md)")
-    decode.add_argument("--sigma", type=float, default=0.0, help="noise level left in the latent (0 = clean)")
+    decode.add_argument("--sigma", type=_number(float, 0.0, 1.0), default=0.0,
+                        help="noise level left in the latent, in [0, 1] (0 = clean)")
     decode.add_argument("--caption", help="caption text (needs transformers and a local Gemma-2-2B-it)")
     decode.add_argument("--caption-embeds", help="caption embeddings .safetensors/.pt [B, L, 2304]")
     decode.add_argument("--caption-mask", action="store_true", help="hide padded caption tokens (the release does not)")
-    decode.add_argument("--size", type=_parse_size, help="output WxH (default: latent size x sr_scale x down factor)")
-    decode.add_argument("--seed", type=int, default=0)
-    decode.add_argument("--steps", type=int, help="sampler steps (default: 4 distilled, 25 cfg)")
+    decode.add_argument("--size", type=_size, help="output WxH (default: latent size x sr_scale x down factor)")
+    decode.add_argument("--seed", type=_number(int, 0, 2**63 - 1),
+                        help="noise seed (default: a fresh one, printed so the run can be repeated)")
+    decode.add_argument("--steps", type=_number(int, 1), help="sampler steps (default: 4 distilled, 25 cfg)")
     decode.add_argument("--sampler", choices=("distilled", "cfg"), default="distilled",
                         help="distilled 4-step (released students) or cfg (undistilled v1.5 teachers)")
-    decode.add_argument("--cfg-scale", type=float, default=5.0, help="cfg sampler guidance (1 = off)")
+    decode.add_argument("--cfg-scale", type=_number(float), default=5.0, help="cfg sampler guidance (1 = off)")
     decode.add_argument("--negative-embeds", help="cfg sampler: negative-prompt embeddings file")
-    decode.add_argument("--dtype", choices=("bf16", "fp32", "fp16"), default="bf16")
+    decode.add_argument("--dtype", choices=CLI_DTYPES, help="default: bf16 on a GPU, fp32 on the CPU")
     decode.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda when available)")
-    decode.add_argument("--out", required=True, help="output image (.png, .jpg); batches get _0, _1, ...")
+    decode.add_argument("--out", required=True, type=_output_path,
+                        help="output image (.png, .jpg, .webp); batches get _0, _1, ...")
     decode.set_defaults(run=cmd_decode)
 
     info = commands.add_parser("info", help="versions, GPU, and which accelerated paths are usable")
     info.set_defaults(run=cmd_info)
 
     demo = commands.add_parser("demo", help="run the full decode on seeded random weights and time each stage")
-    demo.add_argument("--checkpoint", default="PiD_res2k_sr4x_official_flux_distill_4step",
-                      choices=sorted(RELEASED_CHECKPOINTS), help="architecture to build")
-    demo.add_argument("--size", type=int, help="output size (default: 256 on CPU, 2048 on a GPU)")
+    demo.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT, choices=sorted(RELEASED_CHECKPOINTS),
+                      metavar="NAME", help=f"architecture to build (default {DEFAULT_CHECKPOINT})")
+    demo.add_argument("--size", type=_number(int, 1), help="output size (default: 256 on CPU, 2048 on a GPU)")
     demo.add_argument("--device", help="default: cuda when available")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--out", default="out/demo.png")
+    demo.add_argument("--seed", type=_number(int, 0, 2**63 - 1), default=0)
+    demo.add_argument("--out", default="out/demo.png", type=_output_path)
     demo.set_defaults(run=cmd_demo)
 
     from pid.bench.decode import add_arguments
@@ -243,8 +298,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args.raw_argv = argv
     try:
         return args.run(args)
-    except (CliError, ValueError, FileNotFoundError, KeyError) as error:
+    except (CliError, *USER_ERRORS) as error:
+        if os.environ.get(DEBUG_ENV) == "1":
+            raise
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        message = " ".join(str(message).split())  # one line, whatever the exception held
         print(f"pid {args.command}: error: {message}", file=sys.stderr)
         return EXIT_USAGE
 

@@ -15,17 +15,18 @@ from typing import Optional
 
 import torch
 
-from pid.configs import released_config
+from pid.bench.timing import StageTimer
+from pid.configs import DEFAULT_CHECKPOINT, released_config
 from pid.io.images import to_pil
 from pid.model.network import PiDNet, build_model
+from pid.sampling.checks import as_device, default_dtype
 from pid.sampling.distilled import Decoder
-from pid.bench.timing import StageTimer
+from pid.sampling.examples import example_inputs
+from pid.sampling.geometry import geometry_from_config
 
-DEFAULT_CHECKPOINT = "PiD_res2k_sr4x_official_flux_distill_4step"
 # Output sizes: small enough for about a minute on 2 CPU cores, the paper's 2048² on a GPU.
 CPU_IMAGE_SIZE = 256
 GPU_IMAGE_SIZE = 2048
-CAPTION_TOKENS = 300  # the release always sends 300 caption tokens
 
 
 @torch.no_grad()
@@ -58,39 +59,41 @@ class DemoResult:
     device: torch.device
     dtype: torch.dtype
     timer: StageTimer
+    caption_tokens: int
 
 
 def run_demo(
     out: Path,
     checkpoint: str = DEFAULT_CHECKPOINT,
     image_size: Optional[int] = None,
-    device: Optional[str] = None,
+    device: Optional[str | torch.device] = None,
     seed: int = 0,
     progress: bool = True,
 ) -> DemoResult:
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    on_gpu = device.type == "cuda"
-    size = image_size or (GPU_IMAGE_SIZE if on_gpu else CPU_IMAGE_SIZE)
-    # bf16 on a GPU as the release runs; fp32 on CPU, where bf16 matmuls are slow.
-    dtype = torch.bfloat16 if on_gpu else torch.float32
+    """Build `checkpoint`'s architecture with random weights and decode seeded example inputs.
+
+    image_size must be a multiple of the model's size step (ValueError names the nearest
+    valid sizes; nothing is rounded). Default 2048 on a GPU, 256 on the CPU.
+    """
+    device = as_device(device)
+    size = image_size or (GPU_IMAGE_SIZE if device.type == "cuda" else CPU_IMAGE_SIZE)
+    config = released_config(checkpoint)
+    geometry_from_config(config, label=checkpoint).check_image_hw(size, "size")  # before the expensive build
+    dtype = default_dtype(device)
     timer = StageTimer(device=device)
 
     with timer.stage("build + random init"):
         with torch.device("meta"):
-            net = build_model(released_config(checkpoint))
+            net = build_model(config)
         net = randomize_(net.to_empty(device="cpu"), seed).to(device=device, dtype=dtype).eval()
 
-    generator = torch.Generator(device="cpu").manual_seed(seed + 1)
-    channels, latent_h, latent_w = net.expected_latent_shape((size, size))
-    latent = torch.randn(1, channels, latent_h, latent_w, generator=generator)
-    captions = torch.randn(1, CAPTION_TOKENS, net.config["txt_embed_dim"], generator=generator)
-
-    images = Decoder(net).decode(latent, 0.0, captions, seed=seed, progress=progress, timer=timer)
+    inputs = example_inputs(net, size, seed=seed + 1)
+    images = Decoder(net).decode(*inputs, seed=seed, progress=progress, timer=timer)
     with timer.stage("write image"):
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
         to_pil(images)[0].save(out)
-    return DemoResult(out, (size, size), device, dtype, timer)
+    return DemoResult(out, (size, size), device, dtype, timer, inputs.caption_embeds.shape[1])
 
 
 def describe(result: DemoResult, checkpoint: str, seconds: float) -> str:
@@ -100,7 +103,7 @@ def describe(result: DemoResult, checkpoint: str, seconds: float) -> str:
             "the image is what random weights produce, not a real decode).",
             f"device {result.device} ({torch.cuda.get_device_name(result.device) if result.device.type == 'cuda' else 'CPU'}),"
             f" {str(result.dtype).replace('torch.', '')}, output {result.image_hw[0]}x{result.image_hw[1]},"
-            f" 4 steps, {CAPTION_TOKENS} caption tokens",
+            f" 4 steps, {result.caption_tokens} caption tokens",
             "",
             result.timer.table(),
             "",
@@ -109,7 +112,7 @@ def describe(result: DemoResult, checkpoint: str, seconds: float) -> str:
     )
 
 
-def main(out: Path, checkpoint: str, image_size: Optional[int], device: Optional[str], seed: int) -> str:
+def main(out: Path, checkpoint: str, image_size: Optional[int], device: Optional[str | torch.device], seed: int) -> str:
     start = time.perf_counter()
     result = run_demo(out, checkpoint, image_size, device, seed)
     return describe(result, checkpoint, time.perf_counter() - start)

@@ -45,6 +45,7 @@ from typing import Any, Iterable, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
+from pid.configs import CAPTION_TOKENS
 from pid.io import hub
 
 __all__ = [
@@ -69,7 +70,7 @@ __all__ = [
 ]
 
 CAPTION_DIM = 2304
-MODEL_MAX_LENGTH = 300
+MODEL_MAX_LENGTH = CAPTION_TOKENS
 # Repos searched in the Hugging Face cache, the release's own choice first.
 GEMMA_REPO_IDS = ("Efficient-Large-Model/gemma-2-2b-it", "google/gemma-2-2b-it")
 GEMMA_PATH_ENV = "PID_GEMMA_PATH"
@@ -333,17 +334,18 @@ class CaptionEncoder:
         self,
         model_path: Optional[PathLike] = None,
         device: Optional[Union[str, torch.device]] = None,
-        dtype: torch.dtype = torch.bfloat16,
+        dtype: Union[str, torch.dtype] = torch.bfloat16,
         *,
         chi_prompt: Optional[Sequence[str]] = CHI_PROMPT_LINES,
         model_max_length: int = MODEL_MAX_LENGTH,
         attn_implementation: Optional[str] = None,
     ):
+        from pid.sampling.checks import as_device, as_dtype
+
+        dtype = as_dtype(dtype)
         transformers = _require_transformers()
         path = find_gemma(model_path)
-        if device is None:
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(device)
+        self.device = as_device(device)
         self.dtype = dtype
         self.model_path = path
         self.chi_prompt = tuple(chi_prompt) if chi_prompt else ()
@@ -452,43 +454,34 @@ def load_caption_embeds(
     *,
     embed_dim: Optional[int] = CAPTION_DIM,
     device: Optional[Union[str, torch.device]] = None,
-    dtype: Optional[torch.dtype] = None,
+    dtype: Optional[Union[str, torch.dtype]] = None,
+    what: str = "caption embeddings file",
 ) -> Tuple[Tensor, Optional[Tensor]]:
     """Load ``(embeds [B, L, D], mask [B, L] or None)`` and validate them.
 
     Accepts a ``.safetensors`` file with ``caption_embeds`` (and optionally ``caption_mask``), or a
     ``.pt`` / ``.pth`` file (read with ``torch.load(weights_only=True)``) holding either a bare
-    embeddings tensor or a dict with those keys. ``dtype`` converts the embeddings (not the mask);
-    ``device`` moves both.
+    embeddings tensor or a dict with those keys. ``dtype`` (a torch.dtype or a name such as
+    "bf16") converts the embeddings (not the mask); ``device`` moves both. ``what`` names the file
+    in errors (e.g. "negative embeddings file").
     """
-    path = Path(os.fspath(path)).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"caption embeddings file not found: {path}")
-    suffix = _suffix(path)
-    if suffix == ".safetensors":
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
+    from pid.io.files import read_tensor_file
+    from pid.sampling.checks import as_dtype
 
-        try:
-            data = load_file(str(path))
-        except SafetensorError as exc:
-            raise ValueError(f"{path} is not a readable safetensors file: {exc}") from exc
-    elif suffix in (".pt", ".pth"):
-        try:
-            data = torch.load(str(path), map_location="cpu", weights_only=True)
-        except Exception as exc:  # unpickling errors come in many types
-            raise ValueError(f"{path} could not be read with torch.load(weights_only=True): {exc}") from exc
-    else:
-        raise ValueError(f"caption embeddings file must end in .safetensors, .pt or .pth, got {path.name!r}")
+    dtype = as_dtype(dtype)
+    path = Path(os.fspath(path)).expanduser()
+    if path.suffix.lower() not in (".safetensors", ".pt", ".pth"):
+        raise ValueError(f"{what} must end in .safetensors, .pt or .pth, got {path.name!r}")
+    data, _ = read_tensor_file(path, what)
 
     if isinstance(data, Tensor):
         embeds, mask = data, None
     elif isinstance(data, dict):
         if EMBEDS_KEY not in data:
-            raise ValueError(f"{path} has no {EMBEDS_KEY!r} entry (found keys: {sorted(map(str, data))})")
+            raise ValueError(f"{what} {path} has no {EMBEDS_KEY!r} entry (found keys: {sorted(map(str, data))})")
         embeds, mask = data[EMBEDS_KEY], data.get(MASK_KEY)
     else:
-        raise ValueError(f"{path} must hold a tensor or a dict with {EMBEDS_KEY!r}, got {type(data).__name__}")
+        raise ValueError(f"{what} {path} must hold a tensor or a dict with {EMBEDS_KEY!r}, got {type(data).__name__}")
 
     check_caption_embeds(embeds, mask, embed_dim=embed_dim, name=f"{EMBEDS_KEY} in {path.name}")
     if dtype is not None:

@@ -24,9 +24,12 @@ from typing import Any, Mapping, Optional, Union
 
 import torch
 
+from pid.configs import DEFAULTS, RELEASED_CHECKPOINTS, architecture_names, released_config, resolve_config
 from pid.io import hub
-from pid.configs import RELEASED_CHECKPOINTS, architecture_names, released_config, resolve_config
+from pid.io.files import TensorFileError, read_tensor_file
 from pid.model.network import PiDNet
+from pid.sampling.checks import NonFiniteError, as_device, as_dtype
+from pid.sampling.geometry import lq_alignment
 
 PREFIX = "net."
 IGNORED_PREFIXES = ("net_ema.", "fake_score.", "discriminator.")
@@ -51,7 +54,10 @@ class CheckpointMismatchError(ValueError):
         if misshapen:
             shapes = [f"{k}: checkpoint {list(a)} vs model {list(b)}" for k, a, b in misshapen]
             parts.append(f"misshapen keys ({len(misshapen)}): {_preview(shapes)}")
-        super().__init__("checkpoint does not match the PiD config; " + "; ".join(parts))
+        super().__init__(
+            "checkpoint does not match the PiD config; " + "; ".join(parts) + ". Pass the config these weights "
+            "were made with (config= a released name, a JSON file or a dict), or none to read it off the weights"
+        )
 
 
 def _preview(items, limit: int = 12) -> str:
@@ -90,30 +96,29 @@ def _resolve_path(source: Union[str, os.PathLike]) -> Path:
         return path
     if str(source) in RELEASED_CHECKPOINTS:
         return find_released_checkpoint(str(source))
-    raise FileNotFoundError(f"checkpoint {str(source)!r} is neither a file, a directory nor a released checkpoint name")
+    raise FileNotFoundError(
+        f"checkpoint {str(source)!r} is neither a file, a directory nor a released checkpoint name; check the "
+        f"path, or pass one of pid.RELEASED_CHECKPOINTS"
+    )
 
 
 def read_state_dict(source: Source) -> tuple[dict[str, torch.Tensor], Optional[dict]]:
     """Any accepted source -> (raw flat state dict, config from file metadata or None)."""
     if isinstance(source, Mapping):
         return dict(source), None
+    if not isinstance(source, (str, os.PathLike)):
+        raise TypeError(f"source must be a path, a released checkpoint name or a state dict, got {type(source).__name__}")
     path = _resolve_path(source)
-    if path.suffix == ".safetensors":
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-            state = {key: handle.get_tensor(key) for key in handle.keys()}
-        config = json.loads(metadata[CONFIG_METADATA_KEY]) if CONFIG_METADATA_KEY in metadata else None
-        return state, config
-    try:
-        state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError:
-        # Files written with the legacy (non-zip) serializer cannot be memory-mapped.
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
+    state, metadata = read_tensor_file(path, "checkpoint", mmap=True)
     if not isinstance(state, Mapping):
-        raise ValueError(f"{path} holds a {type(state).__name__}, expected a flat dict of tensors")
-    return dict(state), None
+        raise TensorFileError(
+            f"checkpoint {path} holds a {type(state).__name__}, expected a flat dict of tensors; save "
+            f"{{parameter name: tensor}} (e.g. net.state_dict()) instead"
+        )
+    config = None
+    if metadata and CONFIG_METADATA_KEY in metadata:
+        config = json.loads(metadata[CONFIG_METADATA_KEY])
+    return dict(state), config
 
 
 def network_state_dict(raw: Mapping[str, Any]) -> dict[str, torch.Tensor]:
@@ -148,36 +153,74 @@ def _count(state: Mapping[str, torch.Tensor], prefix: str, suffix: str) -> int:
     return sum(1 for key in state if key.startswith(prefix) and key.endswith(suffix))
 
 
-def infer_config(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
-    """A config for a network state dict (keys without `net.`).
+# Kwargs that leave no trace in the weights and differ between released architectures, with
+# what they mean. Kwargs every release shares (rope_mode, text RoPE) are taken as the release's.
+UNDETERMINED_BY_WEIGHTS: dict[str, str] = {
+    "rope_ref_h": "RoPE reference height in pixels: 1024 for v1, 2048 for v1.5",
+    "rope_ref_w": "RoPE reference width in pixels: 1024 for v1, 2048 for v1.5",
+    "sr_scale": "output size / LQ image size: 4 or 8",
+    "latent_spatial_down_factor": "LQ-image pixels per latent cell: 8 or 16",
+    "lq_latent_unpatchify_factor": "latent unpatchify before the adapter: 1, or 2 for v1.5 Flux.2",
+    "lq_conv_padding_mode": "LQ adapter conv padding: 'zeros' for v1, 'replicate' for v1.5",
+    "lq_interval": "patch blocks per LQ gate: 2 in every release",
+}
 
-    A released architecture whose keys and shapes match is returned as is. Otherwise
-    the structural sizes are read off the shapes; the kwargs that leave no trace in
-    the weights (RoPE reference, conv padding, sr_scale, latent down factor,
-    unpatchify factor) take the values of the release family the keys belong to
-    (v1.5 when the PiT gate is present, v1 otherwise): pass `config` to override.
-    """
-    shapes = {key: tuple(value.shape) for key, value in state.items()}
+
+class ConfigUndeterminedError(ValueError):
+    """A checkpoint whose config the weights do not fix; names each missing value and how to give it."""
+
+    def __init__(self, missing: list[str], source: str):
+        self.missing = missing
+        listed = "; ".join(f"{key} ({UNDETERMINED_BY_WEIGHTS[key]})" for key in missing)
+        super().__init__(
+            f"cannot tell the config of {source} from its weights: they match no released architecture "
+            f"exactly, and these values leave no trace in them: {listed}. Give them in one of three ways: "
+            f"config={{...}} holding these keys, or a released checkpoint name (pid.RELEASED_CHECKPOINTS); "
+            f"config='FILE.json', a JSON object of constructor kwargs (or one with a 'config' entry); or load "
+            f"our own .safetensors export (pid.save_safetensors), which carries its config. "
+            f"On the command line: pid decode --config FILE.json|NAME"
+        )
+
+
+def _released_match(shapes: Mapping[str, tuple]) -> Optional[dict[str, Any]]:
     for arch in architecture_names():
         if _fits(shapes, _meta_shapes(released_config(arch))):
             return released_config(arch)
+    return None
+
+
+def _lq_intervals(patch_depth: int, num_gates: int) -> list[int]:
+    """Gate intervals that give `num_gates` gates over `patch_depth` blocks (gates before 0, i, 2i, ...)."""
+    return [i for i in range(1, patch_depth + 1) if -(-patch_depth // i) == num_gates]
+
+
+def infer_config(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """The config values a network state dict (keys without `net.`) determines.
+
+    A released architecture whose keys and shapes match exactly is returned whole.
+    Otherwise only what the shapes fix is returned (widths, depths, heads, gate type,
+    LQ adapter sizes, PiT injection, ...): the kwargs of UNDETERMINED_BY_WEIGHTS are
+    left out unless the weights pin them down.
+    """
+    shapes = {key: tuple(value.shape) for key, value in state.items()}
+    released = _released_match(shapes)
+    if released is not None:
+        return released
     try:
         hidden, patch_features = shapes["s_embedder.proj.weight"]
         head_dim = shapes["patch_blocks.0.attn.q_norm_x.weight"][0]
         attn_dim = shapes["pixel_blocks.0.compress_to_attn.weight"][0]
         pixel_head_dim = shapes["pixel_blocks.0.attn.q_norm.weight"][0]
-        lq_hidden, lq_in = shapes["lq_proj.latent_proj.0.weight"][:2]
+        lq_hidden = shapes["lq_proj.latent_proj.0.weight"][0]
         gate_out = shapes["lq_proj.gate_modules.0.content_proj.weight"][0]
         txt_max_length, txt_embed_dim = shapes["y_pos_embedding"][1], shapes["y_embedder.proj.weight"][1]
-    except KeyError as error:
-        raise ValueError(f"cannot infer a PiD config: the state dict lacks {error}") from None
-    v15 = "pit_lq_gate.log_alpha" in shapes
-    config = released_config("v15_sr4x_lat16_down8" if v15 else "v1_sr4x_lat16_down8")
+    except (KeyError, IndexError, ValueError) as error:
+        raise ValueError(f"cannot read a PiD config off the state dict: it lacks or misshapes {error}") from None
     patch_depth = _count(state, "patch_blocks.", "norm_x1.weight")
-    num_gates = _count(state, "lq_proj.gate_modules.", "log_alpha")
-    config.update(
+    patch_size = int(round((patch_features / 3) ** 0.5))
+    config: dict[str, Any] = dict(
         hidden_size=hidden,
-        patch_size=int(round((patch_features / 3) ** 0.5)),
+        patch_size=patch_size,
         num_groups=hidden // head_dim,
         patch_depth=patch_depth,
         pixel_depth=_count(state, "pixel_blocks.", "norm1.weight"),
@@ -187,14 +230,56 @@ def infer_config(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
         txt_embed_dim=txt_embed_dim,
         txt_max_length=txt_max_length,
         lq_hidden_dim=lq_hidden,
-        lq_latent_channels=lq_in * config["lq_latent_unpatchify_factor"] ** 2,
         lq_num_res_blocks=_count(state, "lq_proj.latent_proj.", "block.0.weight"),
-        lq_interval=-(-patch_depth // num_gates) if num_gates else 1,
         lq_gate_type="sigma_aware_per_token" if gate_out == 1 else "sigma_aware_per_token_per_dim",
-        pit_lq_inject=v15,
-        lq_aux_rgb_head=any(key.startswith(OPTIONAL_PREFIXES) for key in shapes) or v15,
+        pit_lq_inject="pit_lq_gate.log_alpha" in shapes,
+        lq_aux_rgb_head=any(key.startswith(OPTIONAL_PREFIXES) for key in shapes),
     )
+    intervals = _lq_intervals(patch_depth, _count(state, "lq_proj.gate_modules.", "log_alpha"))
+    if len(intervals) == 1:
+        config["lq_interval"] = intervals[0]
+    aux_out = shapes.get(OPTIONAL_PREFIXES[0] + "3.weight")
+    if aux_out is not None:  # the aux head predicts (patch_size / sr_scale)^2 RGB pixels per patch
+        config["sr_scale"] = patch_size // int(round((aux_out[0] / 3) ** 0.5))
     return config
+
+
+def _latent_channels(config: Mapping[str, Any], state: Mapping[str, torch.Tensor]) -> int:
+    """lq_latent_channels from the adapter's input width, once unpatchify and fold are known."""
+    lq_in = state["lq_proj.latent_proj.0.weight"].shape[1]
+    unpatchify = config["lq_latent_unpatchify_factor"]
+    fold, _ = lq_alignment(  # the fold factor does not depend on the channel count given here
+        unpatchify**2, config["patch_size"], config["sr_scale"], config["latent_spatial_down_factor"], unpatchify
+    )
+    if lq_in % (fold * fold):
+        raise ValueError(f"the LQ adapter takes {lq_in} channels, which a {fold}x{fold} latent fold cannot give")
+    return lq_in // (fold * fold) * unpatchify**2
+
+
+def load_config(
+    state: Mapping[str, torch.Tensor], config: Optional[Union[str, os.PathLike, Mapping[str, Any]]], source: str
+) -> dict[str, Any]:
+    """The exact config to build for `state`: the user's values first, then what the weights
+    determine, then the values every release shares. ConfigUndeterminedError when a value
+    that the weights do not fix is still unknown."""
+    if isinstance(config, str) and not config.lower().endswith(".json"):
+        return resolve_config(config)  # a released name: the whole config
+    user = {} if config is None else dict(config) if isinstance(config, Mapping) else resolve_config(config)
+    if isinstance(config, Mapping):
+        resolve_config(user)  # refuses unknown keys
+    try:
+        weights = infer_config(state)
+    except ValueError:
+        if not user:
+            raise
+        return resolve_config(user)  # the weights are too incomplete to read; load_into lists what is wrong
+    missing = [key for key in UNDETERMINED_BY_WEIGHTS if key not in user and key not in weights]
+    if missing:
+        raise ConfigUndeterminedError(missing, source)
+    resolved = {**DEFAULTS, **weights, **user}
+    if "lq_latent_channels" not in user and "lq_latent_channels" not in weights:
+        resolved["lq_latent_channels"] = _latent_channels(resolved, state)
+    return resolve_config(resolved)
 
 
 # ---- the public entry point -----------------------------------------------------------
@@ -213,35 +298,70 @@ def load_into(net: PiDNet, state: Mapping[str, torch.Tensor]) -> None:
     net.load_state_dict(state, strict=False)
 
 
+def check_finite_weights(net: PiDNet, state: Mapping[str, torch.Tensor], source: str) -> None:
+    """Every floating weight finite, with one device sync; names the first bad key."""
+    params = [(key, value) for key, value in net.state_dict().items() if value.is_floating_point()]
+    finite = torch.stack([torch.isfinite(value).all() for _, value in params]).cpu()
+    if bool(finite.all()):
+        return
+    key = params[int((~finite).nonzero()[0])][0]
+    others = int((~finite).sum()) - 1
+    more = f" and {others} other tensor(s)" if others else ""
+    if bool(torch.isfinite(state[key]).all()):
+        raise NonFiniteError(
+            f"weight {key!r} of {source} overflows {str(net.dtype).replace('torch.', '')} (it is finite in the "
+            f"file): load it in bfloat16 or float32"
+        )
+    raise NonFiniteError(
+        f"checkpoint {source} holds NaN/Inf in {key!r}{more}: the file is corrupted (or was saved from a "
+        f"diverged run); copy or download it again"
+    )
+
+
 def load(
     source: Source,
-    config: Optional[Union[str, Mapping[str, Any]]] = None,
-    dtype: Optional[torch.dtype] = None,
+    config: Optional[Union[str, os.PathLike, Mapping[str, Any]]] = None,
+    dtype: Optional[Union[str, torch.dtype]] = None,
     device: Optional[Union[str, torch.device]] = None,
+    check_finite: bool = True,
 ) -> PiDNet:
     """A PiDNet with the weights of `source`, in eval mode.
 
-    The weights are upcast to float32 unless `dtype` is given (the release's bf16
-    values are exact in either). `config` (a checkpoint name or a kwargs dict) is
-    inferred from the keys and shapes when omitted.
+    config: a released checkpoint name, a dict of constructor kwargs (it may hold only the
+    values the weights leave open), or a JSON file. Without it the config is the file's own
+    (our .safetensors exports), else the released architecture the weights match exactly,
+    else read off the weights; a value no weight determines (RoPE reference, sr_scale,
+    latent down factor, unpatchify factor, padding mode) is never guessed:
+    ConfigUndeterminedError names each one and the ways to give it.
+
+    dtype: torch.dtype or a name ('bf16', 'bfloat16', 'fp16', 'float32', ...); float32 by
+    default (the release's bf16 values are exact in either). device: 'cpu' (default), 'cuda',
+    'cuda:N' or a torch.device; one that is not there is a ValueError. check_finite=False skips the
+    NaN/Inf scan of the weights (one pass over them, one sync) for speed.
     """
+    dtype = as_dtype(dtype) or torch.float32
+    device = torch.device("cpu") if device is None else as_device(device)
     raw, file_config = read_state_dict(source)
     state = network_state_dict(raw)
-    resolved = resolve_config(config) if config is not None else file_config or infer_config(state)
+    name = "the state dict" if isinstance(source, Mapping) else str(source)
+    resolved = load_config(state, config if config is not None else file_config, name)
     with torch.device("meta"):
         net = PiDNet(**resolved)
     # Allocate in the target dtype so a bf16 load never holds a float32 copy.
-    net = net.to_empty(device=device or "cpu").to(dtype or torch.float32)
+    net = net.to_empty(device=device).to(dtype)
     load_into(net, state)
+    if check_finite:
+        check_finite_weights(net, state, name)
     if net.lq_proj.lq_aux_rgb_head is not None and not any(k.startswith(OPTIONAL_PREFIXES) for k in state):
         # The released students ship without the training-only head; keep it but mark it unusable.
         net.lq_proj.lq_aux_rgb_head = None
     return net.eval()
 
 
-def save_safetensors(net: PiDNet, path: Union[str, os.PathLike], dtype: Optional[torch.dtype] = None) -> None:
+def save_safetensors(net: PiDNet, path: Union[str, os.PathLike], dtype: Optional[Union[str, torch.dtype]] = None) -> None:
     """Write `net` as `.safetensors` with the release's `net.` keys and our config as metadata."""
     from safetensors.torch import save_file
 
+    dtype = as_dtype(dtype)
     state = {PREFIX + k: (v.to(dtype) if dtype else v).contiguous() for k, v in net.state_dict().items()}
     save_file(state, str(path), metadata={CONFIG_METADATA_KEY: json.dumps(net.config)})

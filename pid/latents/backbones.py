@@ -18,15 +18,12 @@ docs/latents.md for tables and worked examples.
 from __future__ import annotations
 
 import dataclasses
-import operator
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import torch
 
-# Every release uses 16x16 pixel patches, so output sizes must be multiples of 16.
-PATCH_SIZE = 16
+from pid.sampling.geometry import Hw, LatentGeometry, geometry_from_config
 
 CKPT_TYPES = ("2k", "2kto4k", "2kto4k_v1pt5")
 
@@ -40,9 +37,6 @@ NORM_PER_CHANNEL = "per_channel"  # pid = (raw - mean[c]) / std[c]
 NORM_PATCHIFY_BATCHNORM = "patchify2x2_batchnorm"  # pid = BN_eval(pack_2x2(raw))
 NORM_PER_POSITION = "per_position"  # pid = (raw - mean[c, y, x]) / sqrt(var[c, y, x] + eps)
 NORM_TOKEN_LAYERNORM = "token_layernorm"  # pid = LayerNorm over channels, no affine
-
-Hw = Union[int, Sequence[int]]
-
 
 # ---------------------------------------------------------------------------
 # Specs
@@ -108,14 +102,6 @@ class BackboneSpec:
     @property
     def ckpt_types(self) -> tuple[str, ...]:
         return tuple(c.ckpt_type for c in self.checkpoints)
-
-    @property
-    def native_image_hw(self) -> tuple[int, int] | None:
-        """The only output size the release can produce, for fixed-grid encoders."""
-        if self.fixed_latent_hw is None:
-            return None
-        cell = self.sr_scale * self.latent_spatial_down_factor
-        return (self.fixed_latent_hw[0] * cell, self.fixed_latent_hw[1] * cell)
 
     def checkpoint(self, ckpt_type: str) -> ReleasedCheckpoint:
         if ckpt_type not in CKPT_TYPES:
@@ -333,72 +319,22 @@ def get_checkpoint(backbone: str | BackboneSpec, ckpt_type: str) -> ReleasedChec
 
 
 # ---------------------------------------------------------------------------
-# Geometry
+# Geometry (the rules live in pid.sampling.geometry)
 # ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Geometry:
-    channels: int
-    sr_scale: int
-    down_factor: int
-    fixed_latent_hw: tuple[int, int] | None = None
-    label: str = "config"
-
-    @property
-    def cell(self) -> int:
-        """Output pixels per latent cell, per axis."""
-        return self.sr_scale * self.down_factor
-
-
-_CONFIG_KEYS = ("lq_latent_channels", "sr_scale", "latent_spatial_down_factor")
-
-
-def _geometry(backbone_or_config: Any) -> _Geometry:
+def _geometry(backbone_or_config: Any) -> LatentGeometry:
     """Accept a backbone name/spec, a config mapping (a manifest's 'config' too) or a config object."""
     if isinstance(backbone_or_config, (str, BackboneSpec)):
         spec = get_backbone(backbone_or_config)
-        return _Geometry(
-            spec.lq_latent_channels, spec.sr_scale, spec.latent_spatial_down_factor, spec.fixed_latent_hw, spec.name
+        return LatentGeometry(
+            spec.lq_latent_channels,
+            spec.sr_scale,
+            spec.latent_spatial_down_factor,
+            fixed_latent_hw=spec.fixed_latent_hw,
+            label=spec.name,
         )
-    cfg = backbone_or_config
-    if isinstance(cfg, Mapping) and isinstance(cfg.get("config"), Mapping):
-        cfg = cfg["config"]
-    get = cfg.get if isinstance(cfg, Mapping) else lambda key: getattr(cfg, key, None)
-    values = {key: get(key) for key in _CONFIG_KEYS}
-    missing = [key for key, value in values.items() if value is None]
-    if missing:
-        raise ValueError(f"config lacks {', '.join(missing)}; need {', '.join(_CONFIG_KEYS)} or a backbone name")
-    return _Geometry(*(int(values[key]) for key in _CONFIG_KEYS))
-
-
-def as_hw(value: Hw, what: str) -> tuple[int, int]:
-    try:
-        pair = (value, value) if isinstance(value, int) else tuple(value)
-        h, w = (operator.index(v) for v in pair)
-    except (TypeError, ValueError):
-        raise ValueError(f"{what} must be an int or a (height, width) pair of ints, got {value!r}") from None
-    return h, w
-
-
-def _check_image_hw(image_hw: Hw, g: _Geometry) -> tuple[int, int]:
-    h, w = as_hw(image_hw, "image_hw")
-    if h <= 0 or w <= 0:
-        raise ValueError(f"image size must be positive, got {h}x{w}")
-    if h % PATCH_SIZE or w % PATCH_SIZE:
-        raise ValueError(f"image size {h}x{w} is not a multiple of the {PATCH_SIZE}-pixel patch size")
-    if h % g.cell or w % g.cell:
-        raise ValueError(
-            f"image size {h}x{w} is not a multiple of {g.cell} (sr_scale {g.sr_scale} x latent down factor "
-            f"{g.down_factor}), so no latent grid maps onto it exactly"
-        )
-    if g.fixed_latent_hw is not None and (h // g.cell, w // g.cell) != g.fixed_latent_hw:
-        native = (g.fixed_latent_hw[0] * g.cell, g.fixed_latent_hw[1] * g.cell)
-        raise ValueError(
-            f"{g.label} always yields a {g.fixed_latent_hw[0]}x{g.fixed_latent_hw[1]} latent grid (its encoder "
-            f"resizes every input), so the output must be {native[0]}x{native[1]}, got {h}x{w}"
-        )
-    return h, w
+    return geometry_from_config(backbone_or_config, label="config")
 
 
 def expected_latent_shape(backbone_or_config: Any, image_hw: Hw) -> tuple[int, int, int]:
@@ -408,9 +344,7 @@ def expected_latent_shape(backbone_or_config: Any, image_hw: Hw) -> tuple[int, i
     a multiple of 16, not a multiple of that product, or (DINOv2 / SigLIP) not the
     one size their fixed encoder grid allows.
     """
-    g = _geometry(backbone_or_config)
-    h, w = _check_image_hw(image_hw, g)
-    return (g.channels, h // g.cell, w // g.cell)
+    return _geometry(backbone_or_config).latent_shape(image_hw)
 
 
 def image_size_for_latent(backbone_or_config: Any, latent_hw: Hw | torch.Size) -> tuple[int, int]:
@@ -419,53 +353,16 @@ def image_size_for_latent(backbone_or_config: Any, latent_hw: Hw | torch.Size) -
     ``latent_hw`` may also be a full [B, C, zH, zW] or [C, zH, zW] shape; the
     last two entries are used.
     """
-    g = _geometry(backbone_or_config)
-    if not isinstance(latent_hw, int) and len(latent_hw) in (3, 4):
-        latent_hw = tuple(latent_hw)[-2:]
-    zh, zw = as_hw(latent_hw, "latent_hw")
-    if zh <= 0 or zw <= 0:
-        raise ValueError(f"latent grid must be positive, got {zh}x{zw}")
-    return _check_image_hw((zh * g.cell, zw * g.cell), g)
-
-
-def _check(latent: Any, g: _Geometry, image_hw: Hw | None) -> tuple[int, int]:
-    shape = tuple(int(s) for s in (latent.shape if hasattr(latent, "shape") else latent))
-    if len(shape) != 4:
-        raise ValueError(f"lq_latent must be [B, C, zH, zW], got shape {shape}")
-    batch, channels, zh, zw = shape
-    if image_hw is not None:
-        h, w = _check_image_hw(image_hw, g)
-        expected = (batch, g.channels, h // g.cell, w // g.cell)
-        if shape != expected:
-            raise ValueError(
-                f"lq_latent shape {shape} does not fit a {h}x{w} output: expected {expected} "
-                f"(C {g.channels}, zH = H / (sr_scale {g.sr_scale} * down factor {g.down_factor}))"
-            )
-        return h, w
-    if channels != g.channels:
-        raise ValueError(
-            f"lq_latent has {channels} channels, expected {g.channels}: "
-            f"expected shape {(batch, g.channels, zh, zw)}, got {shape}"
-        )
-    if zh <= 0 or zw <= 0:
-        raise ValueError(f"lq_latent has an empty grid: shape {shape}")
-    return _check_image_hw((zh * g.cell, zw * g.cell), g)
-
-
-def check_latent(
-    latent: Any, channels: int, sr_scale: int, down_factor: int, image_hw: Hw | None = None
-) -> tuple[int, int]:
-    """Validate an lq_latent [B, C, zH, zW] and return the (H, W) it decodes to.
-
-    Without ``image_hw`` only the channel count is checked and the output size
-    follows from the grid. With it, the image size must be a multiple of 16 and of
-    sr_scale * down_factor, and the latent must be exactly
-    [B, channels, H / (sr_scale * down_factor), W / (sr_scale * down_factor)].
-    Errors name the expected shape. ``latent`` may be a tensor or a shape.
-    """
-    return _check(latent, _Geometry(int(channels), int(sr_scale), int(down_factor)), image_hw)
+    return _geometry(backbone_or_config).image_hw_for_latent(latent_hw)
 
 
 def check_latent_for(backbone_or_config: Any, latent: Any, image_hw: Hw | None = None) -> tuple[int, int]:
-    """check_latent with the geometry of a backbone or network config."""
-    return _check(latent, _geometry(backbone_or_config), image_hw)
+    """Validate an lq_latent [B, C, zH, zW] (tensor or shape) for a backbone or network config and
+    return the (H, W) it decodes to.
+
+    Without ``image_hw`` the output size follows from the grid. With it, the image size must be a
+    multiple of 16 and of sr_scale * down_factor, and the latent must be exactly
+    [B, channels, H / (sr_scale * down_factor), W / (sr_scale * down_factor)]. Errors name the
+    expected shape.
+    """
+    return _geometry(backbone_or_config).check_latent(latent, image_hw, what="lq_latent")

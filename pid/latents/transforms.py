@@ -21,11 +21,10 @@ from pid.latents.backbones import (
     NORM_TOKEN_LAYERNORM,
     VARIANCE_PRESERVING,
     BackboneSpec,
-    Hw,
-    as_hw,
     check_latent_for,
     get_backbone,
 )
+from pid.sampling.geometry import Hw, as_hw
 
 
 # ---------------------------------------------------------------------------

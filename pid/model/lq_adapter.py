@@ -13,9 +13,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from pid import seams
+from pid.sampling.geometry import lq_alignment
 
 GROUP_NORM_GROUPS = 4
-GATE_TYPES = {"sigma_aware_per_token_per_dim": "per token and channel", "sigma_aware_per_token": "per token"}
+# One gate value per token and channel (v1), or per token (v1.5).
+GATE_TYPES = ("sigma_aware_per_token_per_dim", "sigma_aware_per_token")
 
 
 class SigmaGate(nn.Module):
@@ -91,21 +93,10 @@ class LQAdapter(nn.Module):
         super().__init__()
         if padding_mode not in ("zeros", "reflect", "replicate"):
             raise ValueError(f"lq_conv_padding_mode must be zeros, reflect or replicate, got {padding_mode!r}")
-        if latent_down_factor % unpatchify_factor or latent_channels % (unpatchify_factor**2):
-            raise ValueError(
-                f"lq_latent_unpatchify_factor {unpatchify_factor} must divide latent_spatial_down_factor "
-                f"{latent_down_factor} and its square must divide lq_latent_channels {latent_channels}"
-            )
         self.unpatchify_factor = unpatchify_factor
-        channels = latent_channels // unpatchify_factor**2
-        # Patch-grid cells per (unpatchified) latent cell along each axis.
-        grid_to_latent = sr_scale * (latent_down_factor // unpatchify_factor) / patch_size
-        self.fold_factor = 1
-        if grid_to_latent < 1:
-            self.fold_factor = round(1 / grid_to_latent)
-            if self.fold_factor * grid_to_latent != 1:
-                raise ValueError(f"latent cells per patch ({1 / grid_to_latent}) must be an integer")
-            channels *= self.fold_factor**2
+        self.fold_factor, channels = lq_alignment(
+            latent_channels, patch_size, sr_scale, latent_down_factor, unpatchify_factor
+        )
         self.latent_proj = nn.Sequential(
             _conv3x3(channels, hidden_dim, padding_mode),
             nn.SiLU(),

@@ -28,8 +28,9 @@ from pid.accel.kernels import enable_forced_triton
 from pid.model.blocks import MMDiTBlock, PiTBlock, RMSNorm
 from pid.configs import resolve_config
 from pid.model.lq_adapter import LQAdapter, SigmaGate
-from pid.model.positions import pixel_position_table, rope_2d, rope_text, timestep_embedding
+from pid.model.positions import TIMESTEP_FEATURES, pixel_position_table, rope_2d, rope_text, timestep_embedding
 from pid.sampling.checks import check_forward_inputs
+from pid.sampling.geometry import geometry_from_config
 
 
 @dataclass
@@ -67,7 +68,7 @@ class StepConditioning:
 
 
 class TimestepEmbedder(nn.Module):
-    def __init__(self, dim: int, features: int = 256):
+    def __init__(self, dim: int, features: int = TIMESTEP_FEATURES):
         super().__init__()
         self.mlp = nn.Sequential(nn.Linear(features, dim), nn.SiLU(), nn.Linear(dim, dim))
 
@@ -116,7 +117,11 @@ def _check_supported(config: Mapping[str, Any]) -> None:
 
 
 class PiDNet(nn.Module):
-    """The PiD network. Build it with `pid.build_model(config)` or `PiDNet(**kwargs)`."""
+    """The PiD network. Build it with `pid.build_model(config)` or `PiDNet(**kwargs)`.
+
+    Config keys the release accepts but inference never reads are listed, with the
+    reason, in `pid.configs.INERT_KEYS`.
+    """
 
     def __init__(self, **config: Any):
         super().__init__()
@@ -136,6 +141,7 @@ class PiDNet(nn.Module):
         self.pixel_heads = config["pixel_num_groups"] or self.num_heads
         self.lq_interval = config["lq_interval"]
         self.rope_ref_grid = (config["rope_ref_h"] // self.patch_size, config["rope_ref_w"] // self.patch_size)
+        self.geometry = geometry_from_config(config)
 
         self.pixel_embedder = TokenProjection(config["in_channels"], self.pixel_dim)
         self.s_embedder = TokenProjection(config["in_channels"] * self.patch_size**2, hidden)
@@ -172,14 +178,13 @@ class PiDNet(nn.Module):
         enable_forced_triton()
 
     # ---- geometry -------------------------------------------------------------------
-    def expected_latent_shape(self, image_hw: tuple[int, int]) -> tuple[int, int, int]:
-        """(C, zH, zW) of the latent that decodes to an image of size image_hw."""
-        cell = self.sr_scale * self.latent_down_factor
-        return (self.latent_channels, image_hw[0] // cell, image_hw[1] // cell)
+    def expected_latent_shape(self, image_hw) -> tuple[int, int, int]:
+        """(C, zH, zW) of the latent that decodes to an image of size image_hw (checked)."""
+        return self.geometry.latent_shape(image_hw)
 
-    def image_size_for_latent(self, latent_hw: tuple[int, int]) -> tuple[int, int]:
-        cell = self.sr_scale * self.latent_down_factor
-        return (latent_hw[0] * cell, latent_hw[1] * cell)
+    def image_size_for_latent(self, latent_hw) -> tuple[int, int]:
+        """(H, W) that a latent grid (zH, zW) decodes to (checked)."""
+        return self.geometry.image_hw_for_latent(latent_hw)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -358,6 +363,10 @@ class PiDNet(nn.Module):
         LQ features per sample, as the release's. `caption_mask` [B, L] (1 = real token)
         is our option; `mask`, which the release accepts but cannot use, is taken as the
         same. Without either, every caption token is attended to, as in the release.
+
+        Only shapes are checked here; values are not (no NaN/Inf or sigma-range check, which
+        would synchronise a GPU on every call). `pid.Decoder.decode` checks its inputs once
+        and its images once per decode.
         """
         if s is not None or lq_video_or_image is not None:
             raise NotImplementedError("precomputed patch tokens (s) and the LQ image branch are unused by every release")

@@ -59,6 +59,10 @@ from typing import Callable, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
+from pid.configs import TIMESCALE
+from pid.sampling.checks import as_tensor, check_finite_images, truncate_captions
+from pid.sampling.geometry import as_hw
+
 __all__ = [
     "DEFAULT_STEPS",
     "DEFAULT_CFG_SCALE",
@@ -78,7 +82,6 @@ BASE_SHIFT = 6.0
 BASE_IMAGE_SIZE = 2048
 # Smallest gap the un-shifted grid keeps from t = 1 (the release solves from 1 to 1/1000).
 T_MIN = 1e-3
-TIMESCALE = 1000.0
 
 ImageSize = Union[int, Sequence[int]]
 
@@ -145,16 +148,7 @@ def _half_log_snr(t: float) -> float:
 
 
 def _as_hw(image_size: ImageSize) -> Tuple[int, int]:
-    if isinstance(image_size, bool):
-        raise ValueError(f"image_size must be an int or (H, W), got {image_size!r}")
-    if isinstance(image_size, numbers.Integral):
-        h = w = int(image_size)
-    elif isinstance(image_size, (tuple, list, torch.Size)) and len(image_size) == 2:
-        if not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in image_size):
-            raise ValueError(f"image_size entries must be integers, got {image_size!r}")
-        h, w = int(image_size[0]), int(image_size[1])
-    else:
-        raise ValueError(f"image_size must be an int or (H, W), got {image_size!r}")
+    h, w = as_hw(image_size, "image_size")
     if h <= 0 or w <= 0:
         raise ValueError(f"image_size must be positive, got {(h, w)}")
     return h, w
@@ -237,16 +231,19 @@ def sample_cfg(
             final x0, e.g. for comparisons).
 
     Returns:
-        The decoded image ``x0``, float32 ``[B, 3, H, W]``.
+        The decoded image ``x0``, float32 ``[B, 3, H, W]``; ``NonFiniteError`` if it holds NaN/Inf
+        (checked once, at the end).
 
     To reproduce the release's noise exactly, pass ``generator=torch.Generator("cuda")
     .manual_seed(seed)`` with the latent on CUDA (one ``randn`` of the output shape).
     """
     if not callable(net):
         raise TypeError("net must be callable")
-    if not isinstance(latent, Tensor) or latent.ndim != 4:
-        shape = tuple(latent.shape) if isinstance(latent, Tensor) else type(latent).__name__
-        raise ValueError(f"latent must be a 4-D tensor [B, C, h, w], got {shape}")
+    latent = as_tensor(latent, "latent")
+    caption_embeds = as_tensor(caption_embeds, "caption_embeds")
+    uncond_embeds = None if uncond_embeds is None else as_tensor(uncond_embeds, "uncond_embeds")
+    if latent.ndim != 4:
+        raise ValueError(f"latent must be a 4-D tensor [B, C, h, w], got {tuple(latent.shape)}")
     _check_steps(steps)
     if isinstance(cfg_scale, bool) or not isinstance(cfg_scale, numbers.Real) or not math.isfinite(cfg_scale):
         raise ValueError(f"cfg_scale must be a finite number, got {cfg_scale!r}")
@@ -277,6 +274,11 @@ def sample_cfg(
         height, width = _as_hw(image_size)
         x = torch.randn((batch, 3, height, width), generator=generator, device=device, dtype=torch.float32)
 
+    max_tokens = getattr(net, "txt_max_length", None)
+    if max_tokens is not None:
+        caption_embeds = truncate_captions(caption_embeds, None, max_tokens, "caption_embeds")[0]
+        uncond_embeds = None if uncond_embeds is None else truncate_captions(uncond_embeds, None, max_tokens,
+                                                                             "uncond_embeds")[0]
     y_cond = _batched_embeds(caption_embeds, batch, "caption_embeds").to(device=device, dtype=torch.float32)
     y_uncond = None
     if guided:
@@ -335,6 +337,7 @@ def sample_cfg(
         prev_x0 = x0
         prev_lam = lam_cur
 
+    check_finite_images(x)
     return x.clamp(-1.0, 1.0) if clamp else x
 
 

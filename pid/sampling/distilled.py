@@ -7,7 +7,9 @@ step returns x0, clamped to [-1, 1].
 
 With `seed`, the initial noise and each eps_i are drawn in that order from one
 `torch.Generator` on the decode device, as the release does on CUDA, so the same
-seed on a CUDA device gives the release's noise.
+seed on a CUDA device gives the release's noise. `seed=None` draws a fresh seed from
+torch's global generator on every call (so `torch.manual_seed` makes it repeatable) and
+records it as `Decoder.last_seed`.
 """
 
 from __future__ import annotations
@@ -18,19 +20,28 @@ from typing import Callable, Optional, Sequence, Union
 import torch
 
 from pid.bench.timing import StageTimer
+from pid.configs import TIMESCALE
 from pid.sampling.checks import (
+    as_per_sample,
+    as_tensor,
     check_captions,
     check_finite,
-    check_image_size,
-    check_latent,
+    check_finite_images,
     check_per_sample,
     check_sigma_range,
+    truncate_captions,
 )
+from pid.sampling.geometry import as_hw
+from pid.sampling.memory import out_of_memory_error
 
 DISTILLED_T_LIST = (0.999, 0.866, 0.634, 0.342, 0.0)
 # The release's one-step path starts from t = 1.0 (its `student_timestep`), not 0.999.
 ONE_STEP_T = 1.0
-TIMESCALE = 1000.0
+
+
+def fresh_seed() -> int:
+    """A new seed from torch's global generator, so `torch.manual_seed` makes a run repeatable."""
+    return int(torch.randint(2**62, (), dtype=torch.int64))
 
 
 def distilled_t_list(steps: int, full: Sequence[float] = DISTILLED_T_LIST) -> torch.Tensor:
@@ -44,16 +55,6 @@ def distilled_t_list(steps: int, full: Sequence[float] = DISTILLED_T_LIST) -> to
     if steps == max_steps:
         return schedule
     return schedule[torch.linspace(0, max_steps, steps + 1).round().long()]
-
-
-def _image_hw(net, latent: torch.Tensor, image_size) -> tuple[int, int]:
-    if image_size is None:
-        return net.image_size_for_latent(tuple(latent.shape[-2:]))
-    if isinstance(image_size, int):
-        return (image_size, image_size)
-    if len(image_size) != 2:
-        raise ValueError(f"image_size must be an int or (H, W), got {image_size!r}")
-    return (int(image_size[0]), int(image_size[1]))
 
 
 @dataclass
@@ -90,17 +91,25 @@ class Decoder:
         self.hoist_step_invariant = hoist_step_invariant
         # Set by pid.compile: replays whole decodes as CUDA graphs (pid.accel.graphs.DecodeGraphs).
         self.graphs = None
+        # The seed of the last decode that drew its own noise (None after explicit noise or a generator).
+        self.last_seed: Optional[int] = None
 
     def prepare_inputs(self, latent, degrade_sigma, caption_embeds, caption_mask=None, image_size=None) -> DecodeInputs:
-        """Check shapes and values (this reads tensor values: one GPU sync) and move to the device."""
+        """Check shapes and values (this reads tensor values: one GPU sync) and move to the device.
+
+        Tensors may also be numpy arrays (converted); captions longer than the model's
+        maximum are cut to it with a warning, as the release uses only that many tokens."""
         net = self.net
         device = net.device
+        latent = as_tensor(latent, "latent")
+        caption_embeds = as_tensor(caption_embeds, "caption_embeds")
+        caption_mask = None if caption_mask is None else as_tensor(caption_mask, "caption_mask", floating=False)
+        image_hw = None if image_size is None else as_hw(image_size, "image_size")
+        image_hw = net.geometry.check_latent(latent, image_hw)
         batch = latent.shape[0]
-        image_hw = _image_hw(net, latent, image_size)
-        check_image_size(net, image_hw)
-        check_latent(net, latent, image_hw)
         check_captions(net, caption_embeds, batch, caption_mask)
-        sigma = torch.as_tensor(degrade_sigma, dtype=torch.float32).reshape(-1)
+        caption_embeds, caption_mask = truncate_captions(caption_embeds, caption_mask, net.txt_max_length)
+        sigma = as_per_sample(degrade_sigma, "degrade_sigma")
         check_per_sample("degrade_sigma", sigma, batch)
         for name, value in (("latent", latent), ("caption_embeds", caption_embeds), ("degrade_sigma", sigma)):
             check_finite(name, value)
@@ -129,25 +138,38 @@ class Decoder:
         timer: Optional[StageTimer] = None,
         clamp: bool = True,
     ) -> torch.Tensor:
-        """latent [B, C, zH, zW], degrade_sigma float or [B], caption_embeds [B, L, D].
+        """latent [B, C, zH, zW], degrade_sigma float or [B], caption_embeds [B, L, D] -> images
+        [B, 3, H, W] float32 in [-1, 1].
 
         noise: explicit [x_init, eps_0, ..., eps_{steps-2}] (each [B, 3, H, W]); else
-        drawn from `generator`, or from a new generator seeded with `seed` (default 0).
+        drawn from `generator`, or from a new generator seeded with `seed`. An integer seed
+        reproduces a decode exactly; `seed=None` draws a fresh seed from torch's global
+        generator on every call, kept in `self.last_seed`.
         clamp=False returns the last x0 before the release's final clamp to [-1, 1].
+
+        Raises NonFiniteError when the result holds NaN/Inf (checked once, after whichever
+        path ran: eager, or a CUDA-graph replay), and DecodeOutOfMemoryError on CUDA OOM.
         """
         inputs = self.prepare_inputs(latent, degrade_sigma, caption_embeds, caption_mask, image_size)
         t_list = distilled_t_list(steps, self.t_list)
-        seed = 0 if seed is None else int(seed)
-        result = None
-        if self.graphs is not None and noise is None and generator is None and timer is None and not progress:
-            result = self.graphs.run(self.net, inputs, t_list, seed, self.sample)
-        if result is None:
-            if noise is not None:
-                draw = _explicit_noise(noise, steps, inputs.noise_shape, self.net.device)
-            else:
-                generator = generator or torch.Generator(device=self.net.device).manual_seed(seed)
-                draw = _generator_noise(generator, inputs.noise_shape, self.net.device)
-            result = self.sample(inputs, t_list, draw, progress=progress, timer=timer)
+        own_noise = noise is None and generator is None
+        if seed is None and own_noise:
+            seed = fresh_seed()
+        self.last_seed = int(seed) if own_noise else None
+        try:
+            result = None
+            if self.graphs is not None and own_noise and timer is None and not progress:
+                result = self.graphs.run(self.net, inputs, t_list, self.last_seed, self.sample)
+            if result is None:
+                if noise is not None:
+                    draw = _explicit_noise(noise, steps, inputs.noise_shape, self.net.device)
+                else:
+                    generator = generator or torch.Generator(device=self.net.device).manual_seed(self.last_seed)
+                    draw = _generator_noise(generator, inputs.noise_shape, self.net.device)
+                result = self.sample(inputs, t_list, draw, progress=progress, timer=timer)
+        except torch.OutOfMemoryError as error:
+            raise out_of_memory_error(error, inputs.noise_shape, self.net.dtype, self.net.device) from error
+        check_finite_images(result)
         return result.clamp(-1, 1) if clamp else result
 
     def sample(
@@ -195,6 +217,9 @@ class Decoder:
 
 
 def _explicit_noise(noise, steps, shape, device) -> Callable[[int], torch.Tensor]:
+    if isinstance(noise, torch.Tensor) or not isinstance(noise, Sequence):
+        raise TypeError(f"noise must be a list of {steps} tensors (initial x, then one eps per re-noising step)")
+    noise = [as_tensor(tensor, f"noise[{index}]") for index, tensor in enumerate(noise)]
     if len(noise) != steps:
         raise ValueError(f"noise must list {steps} tensors (initial x, then one eps per re-noising step), got {len(noise)}")
     for index, tensor in enumerate(noise):

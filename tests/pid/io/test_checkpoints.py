@@ -4,8 +4,14 @@ import pytest
 import torch
 
 import pid
-from pid.io.checkpoints import CheckpointMismatchError, find_released_checkpoint, infer_config
-from conftest import GOLDEN_DIR, assert_golden_close
+from pid.io.checkpoints import (
+    UNDETERMINED_BY_WEIGHTS,
+    CheckpointMismatchError,
+    ConfigUndeterminedError,
+    find_released_checkpoint,
+    infer_config,
+)
+from conftest import GOLDEN_DIR, assert_golden_close, require_golden
 
 
 def _forward(net, g):
@@ -92,8 +98,18 @@ def test_infer_config_reads_structure(golden):
     inferred = infer_config(state)
     structural = ["hidden_size", "num_groups", "patch_depth", "pixel_depth", "pixel_hidden_size",
                   "pixel_attn_hidden_size", "pixel_num_groups", "txt_embed_dim", "txt_max_length",
-                  "lq_latent_channels", "lq_hidden_dim", "lq_gate_type", "lq_interval", "pit_lq_inject"]
+                  "lq_hidden_dim", "lq_gate_type", "pit_lq_inject"]
     assert {k: inferred[k] for k in structural} == {k: g.config[k] for k in structural}
+    # Not claimed: 2 gates over 4 blocks fit interval 2 or 3, and the latent's channel count
+    # depends on the unpatchify factor, which no weight records.
+    assert "lq_interval" not in inferred and "lq_latent_channels" not in inferred
+    released = infer_config({k[len("net."):]: v for k, v in _meta_state("v15_sr4x_lat16_down8").items()})
+    assert released == pid.released_config("v15_sr4x_lat16_down8")
+
+
+def _meta_state(name):
+    with torch.device("meta"):
+        return {"net." + k: v for k, v in pid.build_model(name).state_dict().items()}
 
 
 def test_missing_file_and_name():
@@ -101,7 +117,8 @@ def test_missing_file_and_name():
         pid.load("/nonexistent/model.pth")
 
 
-def test_hub_cache_resolution(golden, tmp_path, monkeypatch):
+def test_hub_cache_resolution(tmp_path, monkeypatch):
+    require_golden()
     name = "PiD_res2k_sr4x_official_flux_distill_4step"
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
     with pytest.raises(FileNotFoundError, match="huggingface-cli download nvidia/PiD"):
@@ -113,3 +130,24 @@ def test_hub_cache_resolution(golden, tmp_path, monkeypatch):
     # Resolving by name reads the file; the tiny weights then (rightly) miss the released config.
     with pytest.raises(CheckpointMismatchError):
         pid.load(name, config=name)
+
+
+def test_release_file_needs_its_config_and_then_decodes_the_golden_sampler_case(golden):
+    """Without a config the undetermined values are named, never guessed; with the case's
+    JSON (or just those values) the sampler reproduces the official result."""
+    g = golden("v1_tiny")
+    path = GOLDEN_DIR / "v1_tiny_official_format.pth"
+    with pytest.raises(ConfigUndeterminedError) as info:
+        pid.load(path)
+    message = str(info.value)
+    for key in ("rope_ref_h", "rope_ref_w", "sr_scale", "latent_spatial_down_factor", "lq_latent_unpatchify_factor",
+                "lq_conv_padding_mode", "lq_interval"):
+        assert key in info.value.missing and key in message
+    assert "config={...}" in message and "FILE.json" in message and ".safetensors export" in message
+    noise = [g["sampler.noise"]] + [g[f"sampler.eps.{i}"] for i in range(3)]
+    inputs = (g["sampler.inputs.lq_latent"], g["sampler.inputs.degrade_sigma"], g["sampler.inputs.y"])
+    from_json = pid.load(path, config=GOLDEN_DIR / "v1_tiny.json")
+    assert_golden_close(pid.Decoder(from_json).decode(*inputs, noise=noise, clamp=False), g["sampler.x0"], "x0")
+    only_missing = pid.load(path, config={key: g.config[key] for key in UNDETERMINED_BY_WEIGHTS})
+    compared = [k for k in g.config if k in only_missing.config and k not in pid.configs.INERT_KEYS]
+    assert {k: only_missing.config[k] for k in compared} == {k: g.config[k] for k in compared}

@@ -12,7 +12,6 @@ from pid.latents.backbones import (
     FLOW_MATCHING,
     VARIANCE_PRESERVING,
     backbone_names,
-    check_latent,
     check_latent_for,
     expected_latent_shape,
     get_backbone,
@@ -171,21 +170,22 @@ def test_config_geometry_matches_golden_tiny_cases():
     v1_tiny = {"lq_latent_channels": 16, "sr_scale": 4, "latent_spatial_down_factor": 8}
     assert expected_latent_shape(v1_tiny, (64, 96)) == (16, 2, 3)
     sr8_tiny = {"lq_latent_channels": 96, "sr_scale": 8, "latent_spatial_down_factor": 16}
-    assert check_latent(torch.zeros(1, 96, 1, 2), 96, 8, 16, (128, 256)) == (128, 256)
+    assert check_latent_for(sr8_tiny, torch.zeros(1, 96, 1, 2), (128, 256)) == (128, 256)
     assert image_size_for_latent(sr8_tiny, (1, 2)) == (128, 256)
     with pytest.raises(ValueError, match="lacks sr_scale"):
         expected_latent_shape({"lq_latent_channels": 16, "latent_spatial_down_factor": 8}, 64)
 
 
 def test_channel_mismatch_names_expected_shape():
-    with pytest.raises(ValueError, match=r"expected shape \(2, 128, 32, 32\)"):
+    with pytest.raises(ValueError, match=r"expected \[B, 128, 32, 32\]"):
         check_latent_for("flux2", torch.zeros(2, 32, 32, 32))
-    with pytest.raises(ValueError, match=r"expected \(1, 16, 64, 64\)"):
-        check_latent(torch.zeros(1, 4, 64, 64), 16, 4, 8, image_hw=(2048, 2048))
+    v1 = {"lq_latent_channels": 16, "sr_scale": 4, "latent_spatial_down_factor": 8}
+    with pytest.raises(ValueError, match=r"expected \[B, 16, 64, 64\]"):
+        check_latent_for(v1, torch.zeros(1, 4, 64, 64), image_hw=(2048, 2048))
 
 
 def test_spatial_mismatch_names_expected_shape():
-    with pytest.raises(ValueError, match=r"expected \(1, 16, 64, 96\)"):
+    with pytest.raises(ValueError, match=r"expected \[B, 16, 64, 96\]"):
         check_latent_for("flux", torch.zeros(1, 16, 96, 64), image_hw=(2048, 3072))
     assert check_latent_for("flux", torch.zeros(1, 16, 64, 96), image_hw=(2048, 3072)) == (2048, 3072)
     assert check_latent_for("sdxl", (3, 4, 32, 48)) == (1024, 1536)
