@@ -10,7 +10,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from pid.configs import RELEASED_CHECKPOINTS
+from pid.configs import DEFAULT_CHECKPOINT, RELEASED_CHECKPOINTS
 
 EXIT_USAGE = 2
 
@@ -221,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(run=cmd_info)
 
     demo = commands.add_parser("demo", help="run the full decode on seeded random weights and time each stage")
-    demo.add_argument("--checkpoint", default="PiD_res2k_sr4x_official_flux_distill_4step",
+    demo.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT,
                       choices=sorted(RELEASED_CHECKPOINTS), help="architecture to build")
     demo.add_argument("--size", type=int, help="output size (default: 256 on CPU, 2048 on a GPU)")
     demo.add_argument("--device", help="default: cuda when available")
