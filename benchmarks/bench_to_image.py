@@ -33,7 +33,7 @@ def _case(height: int, width: int, dtype: torch.dtype, round_to_nearest: bool) -
     element = torch.tensor([], dtype=dtype).element_size()
     rounding = "nearest" if round_to_nearest else "truncate"
     return ops.OpCase(f"images 1x3x{height}x{width}, {rounding}", make_args, flops=0,
-                      bytes=3 * height * width * (element + 1), dtype=str(dtype).replace("torch.", ""))
+                      bytes=3 * height * width * (element + 1), dtype=dtype)
 
 
 def cases(tiny: bool = False) -> dict[str, ops.OpCase]:

@@ -41,7 +41,7 @@ def _case(height: int, width: int, patch: int, channels: int, pixel_width: int, 
     return ops.OpCase(f"pixels {tokens}x{patch * patch}x{pixel_width}, images 1x{channels}x{height}x{width} float32",
                       make_args, flops=2 * height * width * pixel_width * channels,
                       bytes=height * width * (pixel_width * BF16 + float32_images * channels * FLOAT32),
-                      dtype="bfloat16 pixels, float32 images")
+                      dtype=torch.bfloat16)
 
 
 def cases(tiny: bool = False) -> dict[str, ops.OpCase]:

@@ -106,6 +106,8 @@ class BenchSettings:
     device: torch.device = torch.device("cpu")
     seed: int = 0
     compile_mode: str = "max-autotune"
+    compile_backend: str = "inductor"
+    disabled_ops: tuple = ()  # fused ops (c) and (d) leave off, e.g. those that failed a GPU check
     official_path: Optional[Path] = None
     official_python: str = sys.executable
     reference: bool = True
@@ -165,12 +167,13 @@ def our_path(letter: str, net: PiDNet, settings: BenchSettings):
     note = ""
     try:
         if letter == "b":
-            net.pixel_features = torch.compile(
-                PiDNet.pixel_features.__get__(net), mode=settings.compile_mode, dynamic=False
-            )
-            note = f"torch.compile(pixel_features, mode={settings.compile_mode})"
+            net.pixel_features = torch.compile(PiDNet.pixel_features.__get__(net), dynamic=False,
+                                               **compile_options(settings))
+            note = f"torch.compile(pixel_features, {compile_options(settings)})"
         elif letter in "cd":
             config = pid.CompileConfig(cuda_graphs=False if letter == "c" else None)
+            if settings.disabled_ops:
+                config.fused_ops = {name: False for name in settings.disabled_ops}
             interpreted = not settings.on_gpu and interpreting()
             if interpreted:  # timing Triton's interpreter would say nothing about anything
                 config.fused_ops = {name: False for name, op in pid_kernels.REGISTRY.items() if op.backend == "triton"}
@@ -191,6 +194,13 @@ def our_path(letter: str, net: PiDNet, settings: BenchSettings):
         decoder.graphs = None
         del decoder
         _release_memory(settings.device)
+
+
+def compile_options(settings: BenchSettings) -> dict:
+    """torch.compile keywords of (b) and (f): a mode only where the backend is inductor."""
+    if settings.compile_backend == "inductor":
+        return {"mode": settings.compile_mode}
+    return {"backend": settings.compile_backend}
 
 
 def _decode_fn(decoder: Decoder, inputs: dict, settings: BenchSettings) -> Callable[[], torch.Tensor]:
@@ -283,7 +293,7 @@ def run_official(net32: PiDNet, case_inputs: dict, settings: BenchSettings, lett
             "runs": settings.runs,
             "warmup": settings.warmup,
             "device": str(settings.device),
-            "compile_mode": settings.compile_mode,
+            "compile_options": compile_options(settings),
             "profile": settings.profile,
         }
         (tmp / "job.json").write_text(json.dumps(job))
@@ -466,6 +476,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="default: cuda when available")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--compile-mode", default="max-autotune", help="torch.compile mode of paths (b) and (f)")
+    parser.add_argument("--compile-backend", default="inductor",
+                        help="torch.compile backend of (b) and (f); the CPU dry run of device_check.sh uses aot_eager, "
+                             "which traces the same graph without inductor's minutes of CPU code generation")
+    parser.add_argument("--disable-ops", default="", help="comma-separated fused ops (c) and (d) leave off")
     parser.add_argument("--official-path", type=Path, help="a checkout of nv-tlabs/PiD (keep it in third_party/)")
     parser.add_argument("--official-python", default=sys.executable, help="interpreter for the official runner")
     parser.add_argument("--no-reference", action="store_true", help="skip the fp32 reference (no PSNR)")
@@ -510,6 +524,8 @@ def settings_from_args(args, command: str) -> BenchSettings:
         device=device,
         seed=args.seed,
         compile_mode=args.compile_mode,
+        compile_backend=args.compile_backend,
+        disabled_ops=tuple(name for name in args.disable_ops.split(",") if name),
         official_path=args.official_path.resolve() if args.official_path else None,
         official_python=args.official_python,
         reference=not args.no_reference,

@@ -22,8 +22,8 @@ GIB = 2**30
 MATMUL_SIZE = 8192  # fills an H100/H200/B200; 3 x 128 MiB of bf16 operands
 COPY_BYTES = 1 << 30  # 8x the largest L2 (B200, 126 MB), so the copy streams from memory
 # A dry run on the CPU: small probes (its numbers say nothing about a GPU).
-DRY_MATMUL_SIZE = 256
-DRY_COPY_BYTES = 16 << 20
+DRY_MATMUL_SIZE = 128
+DRY_COPY_BYTES = 4 << 20
 CEILING_RUNS = 20
 
 

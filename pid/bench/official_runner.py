@@ -168,7 +168,7 @@ def run(job: dict, official: Path) -> dict:
                 if path == "compile":
                     if not on_gpu:
                         raise RuntimeError("skipped: torch.compile of the official network is timed on a GPU only")
-                    compiled = compiled or torch.compile(net, mode=job["compile_mode"], dynamic=False)
+                    compiled = compiled or torch.compile(net, dynamic=False, **job["compile_options"])
                     decode.net = compiled
                 else:
                     decode.net = net

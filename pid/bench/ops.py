@@ -53,7 +53,7 @@ MAX_INPUT_SETS = 64
 RUNS = 20
 DRY_RUNS = 3
 COLUMNS = ("op", "case", "impl", "shape", "dtype", "flops", "bytes", "input_sets", "runs", "ms", "tflops", "gbps",
-           "bound", "floor_ms", "vs_floor", "pct_of_ceiling", "speedup_vs_best_baseline", "rel_error",
+           "bound", "floor_ms", "vs_floor", "pct_of_ceiling", "speedup_vs_best_baseline", "rel_error", "rel_bound", "passed",
            "copy_gbps", "matmul_bf16_tflops", "timings_meaningful", "note")
 DRY_RUN_NOTE = "dry run on the CPU: tiny shapes, Triton interpreter; timings meaningless"
 
@@ -66,7 +66,7 @@ class OpCase:
     make_args: Callable[[torch.device, torch.Generator], list]  # the seam's arguments, one fresh random set
     flops: int  # counted FLOPs of one call (0 where the op is pure data movement)
     bytes: int  # fewest bytes one call moves: each input read once, each output written once
-    dtype: str = "bfloat16"
+    dtype: torch.dtype = torch.bfloat16  # the precision it computes in (sets the error rule's ulp floor)
     truth_dtype: torch.dtype = torch.float64
     baselines: dict[str, Callable] = field(default_factory=dict)  # more implementations, seam arguments
 
@@ -88,6 +88,10 @@ def randn(generator: torch.Generator, *shape, scale: float = 1.0, dtype=torch.bf
 def norm_weight(generator: torch.Generator, width: int, dtype=torch.bfloat16) -> torch.Tensor:
     """A norm weight around 1 (uniform in [0.5, 1.5))."""
     return (torch.rand(width, generator=generator, device=generator.device) + 0.5).to(dtype)
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
 
 
 def implementations(name: str, case: OpCase, on_gpu: bool) -> dict[str, Callable]:
@@ -135,10 +139,11 @@ def check_case(name: str, case: OpCase, device: torch.device, seed: int) -> dict
     from pid.seams import SEAMS
 
     op = pid_kernels.REGISTRY[name]
-    dtype = getattr(torch, case.dtype)
     args = case.make_args(device, torch.Generator(device=device).manual_seed(seed))
-    reasons = op.supports(*args)
-    if reasons:
+    reasons, note = op.supports(*args), ""
+    if reasons and device.type == "cpu" and op.backend == "cuda":  # a dry run: its CPU implementation, the reference
+        note = "the CUDA op's CPU implementation (the kernel runs on a GPU only)"
+    elif reasons:
         return {"passed": False, "rel_error": None, "rel_bound": None, "note": "refused: " + "; ".join(reasons)}
     truth = _truth(name, args, case)
     eager = outputs(SEAMS[name].reference(*args))
@@ -152,10 +157,10 @@ def check_case(name: str, case: OpCase, device: torch.device, seed: int) -> dict
             continue
         scale = expected.double().abs().max().item() or 1.0
         error = max_error(out, expected)
-        bound = error_bound(max_error(eager_out, expected), expected, dtype)
+        bound = error_bound(max_error(eager_out, expected), expected, case.dtype)
         passed &= error <= bound  # False for NaN: an unwritten (poisoned) element fails
         worst_error, worst_bound = max(worst_error, error / scale), max(worst_bound, bound / scale)
-    return {"passed": bool(passed), "rel_error": worst_error, "rel_bound": worst_bound, "note": ""}
+    return {"passed": bool(passed), "rel_error": worst_error, "rel_bound": worst_bound, "note": note}
 
 
 def _input_sets(case: OpCase, device: torch.device) -> list[list]:
@@ -175,7 +180,7 @@ def bench_case(name: str, case_name: str, case: OpCase, device: torch.device, ce
     truth = _truth(name, input_sets[0], case)
     floors = {"matmul": case.flops / ceilings["matmul_bf16_tflops"] / 1e9, "copy": case.bytes / ceilings["copy_gbps"] / 1e6}
     bound = max(floors, key=floors.get)
-    base = {"op": name, "case": case_name, "shape": case.shape, "dtype": case.dtype, "flops": case.flops,
+    base = {"op": name, "case": case_name, "shape": case.shape, "dtype": dtype_name(case.dtype), "flops": case.flops,
             "bytes": case.bytes, "input_sets": len(input_sets), "runs": runs, "bound": bound,
             "floor_ms": f"{floors[bound]:.5f}", "copy_gbps": f"{ceilings['copy_gbps']:.1f}",
             "matmul_bf16_tflops": f"{ceilings['matmul_bf16_tflops']:.1f}", "timings_meaningful": on_gpu,
