@@ -23,23 +23,20 @@ OP = "gated_residual_rmsnorm_modulate"
 BF16 = 2
 
 
-def _case(tokens: int, width: int) -> ops.OpCase:
-    x_shape = (1, tokens, width)
+def _case(rows: int, tokens: int, width: int) -> ops.OpCase:
+    x_shape = (rows, tokens, width)
 
     def make_args(device, generator):
-        _, _, gate, shift, scale, _ = ops.randn(generator, 1, 1, 6 * width).chunk(6, -1)
+        _, _, gate, shift, scale, _ = ops.randn(generator, rows, 1, 6 * width).chunk(6, -1)
         return [ops.randn(generator, *x_shape), gate, ops.randn(generator, *x_shape), ops.norm_weight(generator, width),
                 shift, scale]
 
-    return ops.OpCase(f"x, y {'x'.join(map(str, x_shape))}, modulation 1x1x{6 * width}", make_args,
-                      flops=0, bytes=BF16 * (4 * tokens * width + 4 * width))
+    return ops.OpCase(f"x, y {'x'.join(map(str, x_shape))}, modulation {rows}x1x{6 * width}", make_args,
+                      flops=0, bytes=BF16 * (4 * rows * tokens * width + 3 * rows * width + width))
 
 
 def cases(tiny: bool = False) -> dict[str, ops.OpCase]:
-    config = ops.config(tiny=tiny)
-    patch = config["patch_size"]
-    return {f"mmdit_{size}": _case((height // patch) * (width // patch), config["hidden_size"])
-            for size, (height, width) in ops.sizes(tiny).items()}
+    return {f"mmdit_{size}": _case(*layouts["mmdit"]) for size, layouts in ops.row_layouts(tiny).items()}
 
 
 if __name__ == "__main__":

@@ -39,10 +39,7 @@ def _case(patches: int, pixels_per_patch: int, width: int) -> ops.OpCase:
 
 
 def cases(tiny: bool = False) -> dict[str, ops.OpCase]:
-    config = ops.config(tiny=tiny)
-    patch = config["patch_size"]
-    return {f"pit_mlp_{size}": _case((height // patch) * (width // patch), patch * patch, config["pixel_hidden_size"])
-            for size, (height, width) in ops.sizes(tiny).items()}
+    return {f"pit_mlp_{size}": _case(*layouts["pit"]) for size, layouts in ops.row_layouts(tiny).items()}
 
 
 if __name__ == "__main__":

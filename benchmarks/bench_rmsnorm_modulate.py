@@ -37,13 +37,10 @@ def _case(rows: int, tokens: int, width: int, per_row_modulation: bool) -> ops.O
 
 
 def cases(tiny: bool = False) -> dict[str, ops.OpCase]:
-    config = ops.config(tiny=tiny)
-    patch, width, pixel_width = config["patch_size"], config["hidden_size"], config["pixel_hidden_size"]
     table = {}
-    for size, (height, width_px) in ops.sizes(tiny).items():
-        grid = (height // patch) * (width_px // patch)
-        table[f"mmdit_{size}"] = _case(1, grid, width, per_row_modulation=False)
-        table[f"pit_pixel_norm_{size}"] = _case(grid, patch * patch, pixel_width, per_row_modulation=True)
+    for size, layouts in ops.row_layouts(tiny).items():
+        table[f"mmdit_{size}"] = _case(*layouts["mmdit"], per_row_modulation=False)
+        table[f"pit_pixel_norm_{size}"] = _case(*layouts["pit"], per_row_modulation=True)
     return table
 
 

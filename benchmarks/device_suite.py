@@ -8,8 +8,8 @@ Stages, in the order the script runs them:
   correctness  every fused op at PiD's real shapes (2048² v1 and v1.5, one odd shape), fresh
                inputs, outputs poisoned, within pid.bench.accuracy's rule; failures are written
                to unusable.json and later stages use the reference for those ops
-  decode       the headline: `pid bench` at 2048² batch 1, paths d c b a (+ e f with the official
-               checkout in PID_OFFICIAL_PATH), inductor's default compile mode
+  decode       the headline: `pid bench` at 2048² batch 1, the official paths e f first (with the
+               checkout in PID_OFFICIAL_PATH), then d c a b; inductor's default compile mode
   attention    bench_attention.py at 2048² against every SDPA backend (+ SageAttention)
   ops          every other bench_<op>.py at 2048² against its floor
   extra        4096² and batch 4 decodes; compute-sanitizer memcheck over the CUDA-extension tests
@@ -158,9 +158,10 @@ def _bench(work: Path, dry_run: bool, names: tuple[str, ...]) -> None:
         for case_name, case in table.items():
             if size not in case_name.split("_"):
                 continue
-            impls = None
-            if op in unusable:  # the reference stands in for ours
-                impls = [name for name in ops.implementations(op, case, device.type == "cuda") if not name.startswith("pid_")]
+            # No compiled reference here (one inductor compile per case would not fit the box; the
+            # bench_<op>.py scripts time it); where ours failed its check, the references stand in.
+            impls = [name for name in ops.implementations(op, case, device.type == "cuda")
+                     if name != "compiled_reference" and not (op in unusable and name.startswith("pid_"))]
             rows = ops.bench_case(op, case_name, case, device, ceilings, ops.DRY_RUNS if dry_run else ops.RUNS, impls)
             for row in rows:
                 ops.print_row(row)
@@ -175,12 +176,12 @@ def ops_stage(work: Path, dry_run: bool) -> None:
     _bench(work, dry_run, tuple(op for op in BENCH_OPS if op != "attention"))
 
 
-def _decode_args(work: Path, dry_run: bool, sizes: str, batches: str, paths: str) -> list[str]:
-    official = os.environ.get("PID_OFFICIAL_PATH")
+def _decode_args(work: Path, dry_run: bool, sizes: str, batches: str, paths: str, official: bool) -> list[str]:
+    """`pid bench` arguments: our paths, plus (e) and (f) when `official` and PID_OFFICIAL_PATH is set."""
     args = ["--sizes", sizes, "--batches", batches, "--out-dir", str(work), "--compile-mode", "default",
-            "--disable-ops", ",".join(_unusable(work))]
-    if official:
-        args += ["--official-path", official]
+            f"--disable-ops={','.join(_unusable(work))}"]
+    if official and os.environ.get("PID_OFFICIAL_PATH"):
+        args += ["--official-path", os.environ["PID_OFFICIAL_PATH"]]
         paths += "ef"
     args += ["--paths", paths]
     if dry_run:
@@ -195,7 +196,7 @@ def decode(work: Path, dry_run: bool) -> None:
         print("official paths (e, f) skipped: PID_OFFICIAL_PATH is not set (scripts/prepare_device_carry.sh "
               "extracts the official checkout to third_party/PiD)", flush=True)
     size = "64" if dry_run else "2048"
-    bench.main(_decode_args(work, dry_run, size, "1", "dcba"), prog="device_suite decode")
+    bench.main(_decode_args(work, dry_run, size, "1", "dcab", official=True), prog="device_suite decode")
 
 
 def extra(work: Path, dry_run: bool) -> None:
@@ -204,11 +205,7 @@ def extra(work: Path, dry_run: bool) -> None:
 
     runs = [("64", "2")] if dry_run else [("4096", "1"), ("2048", "4")]
     for sizes, batches in runs:
-        args = [arg for arg in _decode_args(work, dry_run, sizes, batches, "dc") if arg]
-        if "--official-path" in args:  # the official paths at these sizes would not fit the box
-            at = args.index("--official-path")
-            del args[at:at + 2]
-            args[args.index("--paths") + 1] = "dc"
+        args = _decode_args(work, dry_run, sizes, batches, "dc", official=False)  # (e), (f) would not fit the box
         bench.main(args + ["--no-profile"] + (["--no-reference"] if dry_run else []), prog="device_suite extra")
     if dry_run or not shutil.which("compute-sanitizer"):
         reason = "dry run (no GPU)" if dry_run else "compute-sanitizer is not on PATH"
@@ -296,12 +293,13 @@ def final_table(suite: dict, decode_rows: list[dict], op_rows: list[dict]) -> st
     failed = sorted({row["op"] for row in checks if row["passed"] != "True"})
     lines += ["", f"correctness: {sum(row['passed'] == 'True' for row in checks)}/{len(checks)} op cases passed"
               + (f"; unusable (reference used instead): {', '.join(failed)}" if failed else "")]
-    lines += ["", f"{'op':<32}{'case':<22}{'impl':<22}{'ms':>9}{'TFLOP/s':>9}{'GB/s':>8}{'%ceil':>7}{'x floor':>8}"
-              f"{'vs best':>8}"]
+    lines += ["", f"{'op':<32}{'case':<24}{'impl':<20}{'ms':>10}{'TFLOP/s':>9}{'GB/s':>9}{'%ceil':>8} {'bound':<7}"
+              f"{'x floor':>9}{'vs best':>8}"]
     for row in op_rows:
-        lines.append(f"{row['op']:<32}{row['case']:<22}{row['impl']:<22}{row.get('ms') or '-':>9}{row.get('tflops') or '-':>9}"
-                     f"{row.get('gbps') or '-':>8}{row.get('pct_of_ceiling') or '-':>7}{row.get('vs_floor') or '-':>8}"
-                     f"{row.get('speedup_vs_best_baseline') or '-':>8}" + (f"  {row['note'][:50]}" if not row.get("ms") else ""))
+        lines.append(f"{row['op']:<32}{row['case']:<24}{row['impl']:<20}{row.get('ms') or '-':>10}"
+                     f"{row.get('tflops') or '-':>9}{row.get('gbps') or '-':>9}{row.get('pct_of_ceiling') or '-':>8} "
+                     f"{row.get('bound') or '-':<7}{row.get('vs_floor') or '-':>9}{row.get('speedup_vs_best_baseline') or '-':>8}"
+                     + (f"  {row['note'][:50]}" if not row.get("ms") else ""))
     targets = decode_targets(decode_rows)
     targets += _attention_targets(op_rows, TARGETS["attention_vs_best_sdpa"])
     targets += _memory_bound_targets(op_rows, TARGETS["memory_bound_pct_of_copy"])

@@ -21,10 +21,10 @@ GIT_DIR="$SOURCE"
 git --git-dir="$GIT_DIR" cat-file -e HEAD:pid/_src/networks/pid_net.py 2> /dev/null \
   || { echo "$SOURCE is not a git clone of nv-tlabs/PiD (no pid/_src/networks/pid_net.py at HEAD)" >&2; exit 2; }
 LIMIT_BYTES=$((64 << 20))
-# Not on the device image (its package list: /work/.library/device/KINDS.md): loguru, which the
-# official network imports for logging; sageattention, the extra attention baseline. nvidia-ml-py
-# (NVML memory readings) is on the image already.
-WHEELS=(loguru==0.7.3 sageattention==1.0.6)
+# What the official network imports beyond torch (loguru, nvidia-ml-py's pynvml) and the extra
+# attention baseline (sageattention). The device image has nvidia-ml-py but not loguru or
+# sageattention (its package list in the device docs); the carried copy also serves images without it.
+WHEELS=(loguru==0.7.3 nvidia-ml-py==13.615.71 sageattention==1.0.6)
 
 echo "official source: $(git --git-dir="$GIT_DIR" rev-parse HEAD) of $SOURCE"
 rm -rf third_party/PiD && mkdir -p third_party/PiD

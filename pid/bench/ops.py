@@ -80,6 +80,18 @@ def sizes(tiny: bool) -> dict[str, tuple[int, int]]:
     return TINY_SIZES if tiny else SIZES
 
 
+def row_layouts(tiny: bool = False) -> dict[str, dict[str, tuple[int, int, int]]]:
+    """Per size name, the (rows, tokens, width) of the two layouts the per-token ops see in the
+    released v1 network: "mmdit" = [1, (H/P)(W/P), C] patch tokens, "pit" = [(H/P)(W/P), P², Dp] pixels."""
+    cfg = config(tiny=tiny)
+    patch = cfg["patch_size"]
+    layouts = {}
+    for size, (height, width) in sizes(tiny).items():
+        grid = (height // patch) * (width // patch)
+        layouts[size] = {"mmdit": (1, grid, cfg["hidden_size"]), "pit": (grid, patch * patch, cfg["pixel_hidden_size"])}
+    return layouts
+
+
 def randn(generator: torch.Generator, *shape, scale: float = 1.0, dtype=torch.bfloat16) -> torch.Tensor:
     """Normal draws on the generator's device, scaled, then cast (bf16 by default)."""
     return (torch.randn(*shape, generator=generator, device=generator.device) * scale).to(dtype)
@@ -194,7 +206,7 @@ def bench_case(name: str, case_name: str, case: OpCase, device: torch.device, ce
             row["rel_error"] = f"{_relative_error(fn(*input_sets[0]), truth):.2e}"
             rotation = itertools.cycle(input_sets)
             timed = time_calls(lambda: fn(*next(rotation)), device, warmup=3, runs=runs, sync_each=False)
-        except (RuntimeError, ValueError, torch.OutOfMemoryError) as error:  # an unsupported shape, OOM
+        except Exception as error:  # an unsupported shape, OOM, a baseline that needs a GPU: a row that says so
             if on_gpu:
                 torch.cuda.empty_cache()
             row["note"] = f"skipped: {type(error).__name__}: {str(error).splitlines()[0][:160]}"
@@ -272,4 +284,4 @@ def main(name: str, cases: Callable[[bool], dict[str, OpCase]], description: str
 
 
 __all__ = ["COLUMNS", "OpCase", "SIZES", "TINY_SIZES", "bench_case", "check_case", "config", "implementations",
-           "main", "norm_weight", "randn", "sizes"]
+           "main", "norm_weight", "randn", "row_layouts", "sizes"]
