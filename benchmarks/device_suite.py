@@ -39,6 +39,8 @@ REPO = Path(__file__).resolve().parents[1]
 BENCH_OPS = ("attention", "sigma_gate", "patch_embed", "pixel_embed", "unembed_update", "rmsnorm_modulate",
              "gated_residual", "gated_residual_rmsnorm_modulate", "pit_pixel_mlp", "to_image")
 MEMORY_BOUND_TARGET_NOTE = "memory-bound ops >= 80% of copy bandwidth"
+OFFICIAL_SKIPPED = ("not set, so official paths e and f were skipped (PID_OFFICIAL_PATH, or third_party/PiD from "
+                    "scripts/prepare_device_carry.sh)")
 DRY_NOTE = "DRY RUN on the CPU: tiny shapes, Triton interpreter, reduced network. Timings are MEANINGLESS."
 
 
@@ -193,8 +195,7 @@ def decode(work: Path, dry_run: bool) -> None:
     from pid.bench import decode as bench
 
     if not os.environ.get("PID_OFFICIAL_PATH"):
-        print("official paths (e, f) skipped: PID_OFFICIAL_PATH is not set (scripts/prepare_device_carry.sh "
-              "extracts the official checkout to third_party/PiD)", flush=True)
+        print(f"official checkout: {OFFICIAL_SKIPPED}", flush=True)
     size = "64" if dry_run else "2048"
     bench.main(_decode_args(work, dry_run, size, "1", "dcab", official=True), prog="device_suite decode")
 
@@ -246,7 +247,7 @@ def suite_record(work: Path, dry_run: bool) -> dict:
     return {"environment": _read_json(work / "environment.json", {}), "stages": _stages(work),
             "unusable_ops": _unusable(work), "sanitizer": _read_json(work / "sanitizer.json", {}),
             "command": "bash scripts/device_check.sh" + (" --dry-run" if dry_run else ""),
-            "official_path": os.environ.get("PID_OFFICIAL_PATH") or "not set: official paths skipped"}
+            "official_path": os.environ.get("PID_OFFICIAL_PATH") or OFFICIAL_SKIPPED}
 
 
 def final_table(suite: dict, decode_rows: list[dict], op_rows: list[dict]) -> str:
@@ -261,6 +262,7 @@ def final_table(suite: dict, decode_rows: list[dict], op_rows: list[dict]) -> st
     lines.append("stages: " + ", ".join(f"{s['stage']} {s['status']} {s['seconds']}s/{s['box']}s" for s in suite["stages"]))
     lines.append(f"device: {env.get('gpu', '?')} | driver/clocks: {env.get('nvidia_smi') or '-'} | torch {env.get('torch')}"
                  f" cuda {env.get('cuda')} triton {env.get('triton')} | {env.get('nvcc') or 'nvcc -'}")
+    lines.append(f"official checkout: {suite.get('official_path')}")
     if ceilings:
         fp8 = f"{ceilings['matmul_fp8_tflops']:.0f}" if ceilings.get("matmul_fp8_tflops") else "-"
         lines.append(f"ceilings: copy {ceilings['copy_gbps']:.0f} GB/s, bf16 matmul {ceilings['matmul_bf16_tflops']:.1f} "
