@@ -56,11 +56,21 @@ def _sdpa_baselines() -> dict[str, Callable]:
 
 
 def _sage_baseline() -> dict[str, Callable]:
-    """SageAttention's core after the seam's own QK-norm + RoPE, when sageattention is importable."""
+    """SageAttention's core after the seam's own QK-norm + RoPE, when sageattention is installed
+    (a version that does not import with this torch/triton gives a row that says why)."""
+    import importlib.util
+
+    if importlib.util.find_spec("sageattention") is None:
+        return {}
     try:
         from sageattention import sageattn
-    except ImportError:
-        return {}
+    except Exception as error:  # noqa: BLE001 - any import failure becomes the row's note
+        reason = f"sageattention does not import here: {type(error).__name__}: {error}"
+
+        def unavailable(*args):
+            raise RuntimeError(reason)
+
+        return {"sageattention": unavailable}
     from pid.seams import _split_qkv_norm_rope
 
     def sage(qkv_img, img_qk_norm, img_rope, num_heads, qkv_txt=None, txt_qk_norm=None, txt_rope=None):

@@ -12,7 +12,7 @@ Stages, in the order the script runs them:
                checkout in PID_OFFICIAL_PATH), then d c a b; inductor's default compile mode
   attention    bench_attention.py at 2048² against every SDPA backend (+ SageAttention)
   ops          every other bench_<op>.py at 2048² against its floor
-  extra        4096² and batch 4 decodes; compute-sanitizer memcheck over the CUDA-extension tests
+  extra        compute-sanitizer memcheck over the CUDA-extension tests; 4096² and batch 4 decodes
   summary      the final table (printed last) and the files for $OUT
 A dry run (--dry-run) runs each stage on the CPU in reduced form: tiny shapes, the Triton
 interpreter, the reduced decode network; its timings are meaningless and say so.
@@ -201,27 +201,29 @@ def decode(work: Path, dry_run: bool) -> None:
 
 
 def extra(work: Path, dry_run: bool) -> None:
-    """If time remains: larger decodes (ours only), then compute-sanitizer over the CUDA ops' tests."""
+    """If time remains: compute-sanitizer over the CUDA ops' tests (never run yet, and quick), then
+    larger decodes (ours only; each new shape compiles again)."""
     from pid.bench import decode as bench
 
-    runs = [("64", "2")] if dry_run else [("4096", "1"), ("2048", "4")]
-    for sizes, batches in runs:
-        args = _decode_args(work, dry_run, sizes, batches, "dc", official=False)  # (e), (f) would not fit the box
-        bench.main(args + ["--no-profile"] + (["--no-reference"] if dry_run else []), prog="device_suite extra")
     if dry_run or not shutil.which("compute-sanitizer"):
         reason = "dry run (no GPU)" if dry_run else "compute-sanitizer is not on PATH"
         print(f"compute-sanitizer memcheck skipped: {reason}", flush=True)
         _write_json(work / "sanitizer.json", {"memcheck": f"skipped: {reason}"})
-        return
-    log = work / "memcheck.log"
-    with log.open("w") as out:
-        status = subprocess.run(["compute-sanitizer", "--tool", "memcheck", "--error-exitcode", "99", sys.executable,
-                                 "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "gpu", "tests/pid_kernels/cuda"],
-                                cwd=REPO, stdout=out, stderr=subprocess.STDOUT, env={**os.environ,
-                                "PYTORCH_NO_CUDA_MEMORY_CACHING": "1"}).returncode
-    summary = [line for line in log.read_text().splitlines() if "ERROR SUMMARY" in line][-1:]
-    _write_json(work / "sanitizer.json", {"memcheck": f"exit {status} {' '.join(summary)}".strip()})
-    print(f"compute-sanitizer memcheck: exit {status} {' '.join(summary)}", flush=True)
+    else:
+        log = work / "logs" / "memcheck.log"
+        with log.open("w") as out:
+            status = subprocess.run(
+                ["compute-sanitizer", "--tool", "memcheck", "--error-exitcode", "99", sys.executable, "-m", "pytest",
+                 "-q", "-p", "no:cacheprovider", "-m", "gpu", "tests/pid_kernels/cuda"],
+                cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTORCH_NO_CUDA_MEMORY_CACHING": "1"}).returncode
+        summary = [line for line in log.read_text().splitlines() if "ERROR SUMMARY" in line][-1:]
+        _write_json(work / "sanitizer.json", {"memcheck": f"exit {status} {' '.join(summary)}".strip()})
+        print(f"compute-sanitizer memcheck: exit {status} {' '.join(summary)}", flush=True)
+    runs = [("64", "2")] if dry_run else [("4096", "1"), ("2048", "4")]
+    for sizes, batches in runs:
+        args = _decode_args(work, dry_run, sizes, batches, "dc", official=False)  # (e), (f) would not fit the box
+        bench.main(args + ["--no-profile"] + (["--no-reference"] if dry_run else []), prog="device_suite extra")
 
 
 # ---- the summary ------------------------------------------------------------------------------
