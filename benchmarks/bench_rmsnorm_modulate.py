@@ -1,75 +1,48 @@
-"""Benchmark pid_kernels/rmsnorm_modulate.py: adaLN rms_norm(x) * w * (1 + scale) + shift (CUDA).
+"""Benchmark rmsnorm_modulate: adaLN rms_norm(x) * w * (1 + scale) + shift.
 
-Cases (bf16, released v1 widths) at 1024², 2048² and 4096² output:
-  mmdit_<S>:          x [B, (S/16)², 1536], shift/scale views of the [B, 1, 9216] modulation;
-  pit_pixel_norm_<S>: the PiT attention prologue, x [B*(S/16)², 256, 16], shift/scale
-                      per-pixel views of the [B*(S/16)², 256, 96] modulation.
-Bytes: x read and out written once, shift/scale and weight read once.
-Implementations: pid_cuda, the eager reference, the reference under torch.compile.
+Cases (bf16, widths of the released v1 config), per output size S of pid.bench.ops.SIZES:
+  mmdit_<S>:          x [1, (S/P)², C], shift/scale views of the [1, 1, 6C] modulation;
+  pit_pixel_norm_<S>: the PiT attention prologue, x [(S/P)², P², Dp], shift/scale per-pixel
+                      views of the [(S/P)², P², 6Dp] modulation.
+Bytes: x read and out written once, shift/scale and the weight read once. Memory-bound.
 
-Usage: python benchmarks/bench_rmsnorm_modulate.py [--cases mmdit_2048] [--runs 20] [--batch 1]
-Rows go to benchmarks/results/rmsnorm_modulate.csv (plot: .png). Without CUDA it says so and exits 0.
+Usage: python benchmarks/bench_rmsnorm_modulate.py [--cases mmdit_2048] [--runs 20] [--dry-run] [--list]
+Rows go to benchmarks/results/rmsnorm_modulate.csv (pid.bench.ops.COLUMNS).
 """
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
-import torch
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from memory_bound import MMDIT_WIDTH, PIXEL_WIDTH, PIXELS_PER_PATCH, RESOLUTIONS, Case, compiled, main, tokens
+from pid.bench import ops  # noqa: E402
 
+OP = "rmsnorm_modulate"
 BF16 = 2
 
 
-def _impls():
-    from pid_kernels.cuda import rmsnorm_modulate
+def _case(rows: int, tokens: int, width: int, per_row_modulation: bool) -> ops.OpCase:
+    x_shape = (rows, tokens, width)
+    modulation_shape = (rows, tokens if per_row_modulation else 1, 6 * width)
 
-    def ours(x, weight, modulation):
-        return rmsnorm_modulate.rmsnorm_modulate(x, weight, *modulation.chunk(6, -1)[:2])
+    def make_args(device, generator):
+        shift, scale = ops.randn(generator, *modulation_shape).chunk(6, -1)[:2]
+        return [ops.randn(generator, *x_shape), ops.norm_weight(generator, width), shift, scale]
 
-    def eager(x, weight, modulation):
-        return rmsnorm_modulate.reference(x, weight, *modulation.chunk(6, -1)[:2])
-
-    return {"pid_cuda": ours, "eager_reference": eager, "compiled_reference": compiled(eager)}
-
-
-def _inputs(x_shape, modulation_shape, width):
-    def make():
-        return [torch.randn(x_shape, device="cuda", dtype=torch.bfloat16),
-                torch.rand(width, device="cuda", dtype=torch.bfloat16) + 0.5,
-                torch.randn(modulation_shape, device="cuda", dtype=torch.bfloat16)]
-
-    return make
+    modulation_elements = 2 * (rows * tokens * width if per_row_modulation else width)
+    return ops.OpCase(f"x {'x'.join(map(str, x_shape))}, modulation {'x'.join(map(str, modulation_shape))}", make_args,
+                      flops=0, bytes=BF16 * (2 * rows * tokens * width + modulation_elements + width))
 
 
-def mmdit(resolution):
-    def build(batch):
-        rows = tokens(resolution, batch)
-        x_shape = (batch, rows // batch, MMDIT_WIDTH)
-        return Case(_inputs(x_shape, (batch, 1, 6 * MMDIT_WIDTH), MMDIT_WIDTH),
-                    bytes_moved=BF16 * (2 * rows * MMDIT_WIDTH + 2 * batch * MMDIT_WIDTH + MMDIT_WIDTH),
-                    impls=_impls(), info={"x": "x".join(map(str, x_shape))})
+def cases(tiny: bool = False) -> dict[str, ops.OpCase]:
+    table = {}
+    for size, layouts in ops.row_layouts(tiny).items():
+        table[f"mmdit_{size}"] = _case(*layouts["mmdit"], per_row_modulation=False)
+        table[f"pit_pixel_norm_{size}"] = _case(*layouts["pit"], per_row_modulation=True)
+    return table
 
-    return build
-
-
-def pit_pixel_norm(resolution):
-    def build(batch):
-        patches = tokens(resolution, batch)
-        pixels = patches * PIXELS_PER_PATCH
-        x_shape = (patches, PIXELS_PER_PATCH, PIXEL_WIDTH)
-        return Case(_inputs(x_shape, (patches, PIXELS_PER_PATCH, 6 * PIXEL_WIDTH), PIXEL_WIDTH),
-                    bytes_moved=BF16 * (4 * pixels * PIXEL_WIDTH + PIXEL_WIDTH),
-                    impls=_impls(), info={"x": "x".join(map(str, x_shape))})
-
-    return build
-
-
-CASES = {
-    **{f"mmdit_{size}": mmdit(size) for size in RESOLUTIONS},
-    **{f"pit_pixel_norm_{size}": pit_pixel_norm(size) for size in RESOLUTIONS},
-}
 
 if __name__ == "__main__":
-    sys.exit(main("rmsnorm_modulate", CASES, __doc__))
+    sys.exit(ops.main(OP, cases, __doc__))

@@ -114,6 +114,9 @@ RELEASED_CHECKPOINTS: dict[str, str] = {
     "PiD_v1pt5_res2kto4k_sr4x_official_flux2_undistilled": "v15_sr4x_lat128_down16_unpatchify2",
 }
 
+# The architecture `pid demo` and `pid bench` build by default: the released v1 Flux decoder.
+DEFAULT_CHECKPOINT = "PiD_res2k_sr4x_official_flux_distill_4step"
+
 # Values for kwargs a config dict omits: the v1 release's (not the official
 # constructor's research defaults, which no checkpoint uses).
 DEFAULTS: dict[str, Any] = {**_V1}

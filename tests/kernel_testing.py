@@ -1,9 +1,9 @@
 """Shared checks for fused ops: tolerance from PyTorch's own low-precision error.
 
-The rule (per op, per dtype): against a float64 evaluation of the reference, our
-kernel's error may be at most FACTOR x the error of the eager reference run in
-the same dtype, plus a floor of a few units in the last place of that dtype
-(the Triton interpreter truncates fp32 -> bf16 casts; fp32 eager error can be 0).
+The rule (per op, per dtype) is `pid.bench.accuracy`'s, which the GPU correctness
+stage of scripts/device_check.sh applies too: against a float64 evaluation of the
+reference, at most FACTOR x the eager reference's error in the same dtype plus a
+few units in the last place.
 
 PID_TEST_COMPILE=1 reruns the op tests through torch.compile(fullgraph=True).
 `with_dtypes` parametrizes a test over DTYPES with ids that name them;
@@ -22,12 +22,10 @@ from torch._dynamo.backends.debugging import aot_eager
 
 import pid
 import pid_kernels
+from pid.bench.accuracy import FACTOR, ULP_FLOOR, cast_floats, error_bound, max_error, outputs
 from pid_kernels.runtime import FLOAT_DTYPES, dtype_name
 
-FACTOR = 2.0
 DTYPES = FLOAT_DTYPES
-# Units in the last place allowed on top of FACTOR x eager error, per dtype.
-ULP_FLOOR = {torch.float32: 8, torch.float16: 2, torch.bfloat16: 2}
 # A tiny-model decode through fused ops vs the reference decode, both float32.
 DECODE_TOLERANCE = {torch.float32: dict(rtol=1e-4, atol=1e-4)}
 # Compiled on a GPU where there is one, else run by the Triton interpreter on CPU.
@@ -78,40 +76,22 @@ def fused_decode_calls(net, inputs: Sequence, names: Sequence[str], **decode_kwa
     return calls
 
 
-def _cast(args: Sequence, dtype: torch.dtype):
-    def cast(value):
-        if isinstance(value, torch.Tensor) and value.is_floating_point():
-            return value.to(dtype)
-        if isinstance(value, (tuple, list)):
-            return type(value)(cast(v) for v in value)
-        return value
-
-    return [cast(a) for a in args]
-
-
-def _flat(result) -> list[torch.Tensor]:
-    if isinstance(result, torch.Tensor):
-        return [result]
-    return [r for r in result if isinstance(r, torch.Tensor)]
-
-
 def assert_within_eager_error(
     fused: Callable, reference: Callable, args: Sequence, dtype: torch.dtype, what: str = ""
 ) -> None:
     """Check fused(*args in dtype) against reference(*args in float64), scaled by eager's error."""
-    truth = _flat(reference(*_cast(args, torch.float64)))
-    eager = _flat(reference(*_cast(args, dtype)))
-    ours = _flat(fused(*_cast(args, dtype)))
+    truth = outputs(reference(*cast_floats(args, torch.float64)))
+    eager = outputs(reference(*cast_floats(args, dtype)))
+    ours = outputs(fused(*cast_floats(args, dtype)))
     assert len(ours) == len(truth), f"{what}: {len(ours)} outputs, expected {len(truth)}"
     for index, (o, e, t) in enumerate(zip(ours, eager, truth)):
         assert o.shape == t.shape, f"{what}[{index}]: shape {tuple(o.shape)} != {tuple(t.shape)}"
         if not t.is_floating_point():
             assert torch.equal(o, e), f"{what}[{index}]: integer outputs differ from eager"
             continue
-        eager_error = (e.double() - t).abs().max().item()
-        ulp = torch.finfo(dtype).eps * t.abs().max().item()
-        bound = FACTOR * eager_error + ULP_FLOOR[dtype] * ulp
-        error = (o.double() - t).abs().max().item()
+        eager_error = max_error(e, t)
+        bound = error_bound(eager_error, t, dtype)
+        error = max_error(o, t)
         assert error <= bound, (
             f"{what}[{index}] {dtype}: max error {error:.3e} > {bound:.3e} "
             f"(= {FACTOR} x eager {eager_error:.3e} + {ULP_FLOOR[dtype]} ulp)"

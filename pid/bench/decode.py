@@ -9,11 +9,11 @@ Paths (one CSV row per path, image size and batch):
   (e) e_official_eager   NVIDIA's official PidNet, eager, fp32 weights under CUDA
                          bf16 autocast (needs --official-path);
   (f) f_official_compile the official network under torch.compile.
-(e) and (f) run in a separate process (`pid/official_runner.py`), because the
+(e) and (f) run in a separate process (`pid/bench/official_runner.py`), because the
 official package is also named `pid`; weights and inputs go there through a
 temporary .safetensors file, results come back as JSON.
 
-Every path decodes the same bf16-representable random weights (`pid.cli.demo.randomize_`
+Every path decodes the same bf16-representable random weights (`pid.model.random_weights.randomize_`
 of the released v1 Flux architecture), latents and captions, with the same seed, so
 the noise is the same too. Reported per row: median (and min/max) of >= 10 CUDA-event
 timed decodes after warm-up, peak memory (torch allocator, and NVML when importable),
@@ -43,12 +43,14 @@ from typing import Callable, Optional
 
 import torch
 
-from pid.bench.measure import GIB, measure_matmul_tflops, nvml_used_bytes, profile_stages, psnr, time_calls
-from pid.bench.report import TARGETS, append_csv, plot, summary
-from pid.configs import CAPTION_TOKENS, DEFAULT_CHECKPOINT, RELEASED_CHECKPOINTS, released_config
-from pid.cli.demo import randomize_
 from pid.bench.flops import decode_flops
+from pid.bench.measure import GIB, measure_ceilings, profile_stages, psnr
+from pid.bench.profiling import nvml_used_bytes
+from pid.bench.report import append_csv, plot, summary
+from pid.bench.timing import time_calls
+from pid.configs import CAPTION_TOKENS, DEFAULT_CHECKPOINT, RELEASED_CHECKPOINTS, released_config
 from pid.model.network import PiDNet, build_model
+from pid.model.random_weights import randomize_
 from pid.sampling.checks import as_dtype
 from pid.sampling.distilled import Decoder, distilled_t_list
 from pid.sampling.geometry import geometry_from_config
@@ -93,7 +95,6 @@ class BenchCase:
 
 @dataclass
 class BenchSettings:
-    checkpoint: str = DEFAULT_CHECKPOINT
     config: dict = field(default_factory=dict)
     arch: str = ""
     cases: list = field(default_factory=list)
@@ -106,6 +107,8 @@ class BenchSettings:
     device: torch.device = torch.device("cpu")
     seed: int = 0
     compile_mode: str = "max-autotune"
+    compile_backend: str = "inductor"
+    disabled_ops: tuple = ()  # fused ops (c) and (d) leave off, e.g. those that failed a GPU check
     official_path: Optional[Path] = None
     official_python: str = sys.executable
     reference: bool = True
@@ -165,12 +168,13 @@ def our_path(letter: str, net: PiDNet, settings: BenchSettings):
     note = ""
     try:
         if letter == "b":
-            net.pixel_features = torch.compile(
-                PiDNet.pixel_features.__get__(net), mode=settings.compile_mode, dynamic=False
-            )
-            note = f"torch.compile(pixel_features, mode={settings.compile_mode})"
+            net.pixel_features = torch.compile(PiDNet.pixel_features.__get__(net), dynamic=False,
+                                               **compile_options(settings))
+            note = f"torch.compile(pixel_features, {compile_options(settings)})"
         elif letter in "cd":
             config = pid.CompileConfig(cuda_graphs=False if letter == "c" else None)
+            if settings.disabled_ops:
+                config.fused_ops = {name: False for name in settings.disabled_ops}
             interpreted = not settings.on_gpu and interpreting()
             if interpreted:  # timing Triton's interpreter would say nothing about anything
                 config.fused_ops = {name: False for name, op in pid_kernels.REGISTRY.items() if op.backend == "triton"}
@@ -193,6 +197,13 @@ def our_path(letter: str, net: PiDNet, settings: BenchSettings):
         _release_memory(settings.device)
 
 
+def compile_options(settings: BenchSettings) -> dict:
+    """torch.compile keywords of (b) and (f): a mode only where the backend is inductor."""
+    if settings.compile_backend == "inductor":
+        return {"mode": settings.compile_mode}
+    return {"backend": settings.compile_backend}
+
+
 def _decode_fn(decoder: Decoder, inputs: dict, settings: BenchSettings) -> Callable[[], torch.Tensor]:
     return lambda: decoder.decode(
         inputs["latent"], inputs["sigma"], inputs["captions"], seed=settings.seed, steps=settings.steps
@@ -208,8 +219,9 @@ def run_our_path(letter: str, net: PiDNet, inputs: dict, settings: BenchSettings
         torch.cuda.reset_peak_memory_stats(device)
     with our_path(letter, net, settings) as (decoder, note):
         fn = _decode_fn(decoder, inputs, settings)
-        times, output = time_calls(fn, device, settings.warmup, settings.runs)
-        row.update(_timing_columns(times), notes=note)
+        timed = time_calls(fn, device, settings.warmup, settings.runs)
+        output = timed.pop("output")
+        row.update(_timing_columns(timed), notes=note)
         if settings.on_gpu:
             row["peak_alloc_gib"] = torch.cuda.max_memory_allocated(device) / GIB
             row["peak_reserved_gib"] = torch.cuda.max_memory_reserved(device) / GIB
@@ -224,12 +236,15 @@ def run_our_path(letter: str, net: PiDNet, inputs: dict, settings: BenchSettings
     return row
 
 
-def _timing_columns(times: list) -> dict:
+def _timing_columns(timed: dict) -> dict:
+    """CSV columns of a `time_calls` result; first_call_s holds compilation and graph capture."""
+    times = timed["times_ms"]
     return {
         "runs": len(times),
         "median_ms": statistics.median(times),
         "min_ms": min(times),
         "max_ms": max(times),
+        "first_call_s": timed["first_s"],
     }
 
 
@@ -237,6 +252,10 @@ def _timing_columns(times: list) -> dict:
 
 
 def _official_commit(path: Path) -> str:
+    """The checkout's commit: its git HEAD, or the COMMIT file scripts/prepare_device_carry.sh
+    writes beside an extracted copy."""
+    if (path / "COMMIT").is_file():
+        return (path / "COMMIT").read_text().strip()
     try:
         result = subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=30)
         return result.stdout.strip() if result.returncode == 0 else ""
@@ -275,7 +294,7 @@ def run_official(net32: PiDNet, case_inputs: dict, settings: BenchSettings, lett
             "runs": settings.runs,
             "warmup": settings.warmup,
             "device": str(settings.device),
-            "compile_mode": settings.compile_mode,
+            "compile_options": compile_options(settings),
             "profile": settings.profile,
         }
         (tmp / "job.json").write_text(json.dumps(job))
@@ -298,7 +317,7 @@ def run_official(net32: PiDNet, case_inputs: dict, settings: BenchSettings, lett
             if "error" in result:
                 row["error"] = result["error"]
             else:
-                row.update(_timing_columns(result["times_ms"]))
+                row.update(_timing_columns(result))
                 if "peak_allocated_bytes" in result:
                     row["peak_alloc_gib"] = result["peak_allocated_bytes"] / GIB
                     row["peak_reserved_gib"] = result["peak_reserved_bytes"] / GIB
@@ -354,12 +373,19 @@ def run(settings: BenchSettings) -> list[dict]:
     official_rows = run_official(net, case_inputs, settings, "".join(official)) if official else {}
 
     total = len(settings.cases) * (len(ours) + (1 if settings.reference else 0))
+    out_dir = Path(settings.out_dir)
     rows = []
+
+    def record(row: dict) -> None:  # written at once, so a run cut short keeps what it measured
+        rows.append(row)
+        append_csv(out_dir / "decode.csv", [row], settings.command)
+
     with tqdm(total=total, desc="pid bench", unit="task") as progress:
         net = net.to(device)
         references = reference_images(net, case_inputs, settings, progress) if settings.reference else {}
         net = net.to(settings.dtype)
-        matmul_tflops, matmul_probe = measure_matmul_tflops(device, settings.dtype)
+        ceilings = measure_ceilings(device)
+        matmul_tflops, matmul_probe = ceilings["matmul_bf16_tflops"], "bf16 " + ceilings["probe"]
         for case, cpu_inputs in case_inputs.items():
             inputs = _to_device(cpu_inputs, device)
             reference = references.get(case)
@@ -373,7 +399,7 @@ def run(settings: BenchSettings) -> list[dict]:
                     row = {"error": f"{type(error).__name__}: {error}".splitlines()[0][:300]}
                     progress.write(f"{PATHS[letter][0]} {case.name}: {row['error']}")
                     _release_memory(device)
-                rows.append(_finish_row(row, letter, case, settings, matmul_tflops, matmul_probe))
+                record(_finish_row(row, letter, case, settings, matmul_tflops, matmul_probe))
                 progress.update()
             for letter in official:
                 row = {"dtype": OFFICIAL_DTYPE if settings.on_gpu else "float32",
@@ -381,10 +407,8 @@ def run(settings: BenchSettings) -> list[dict]:
                 image = row.pop("image", None)
                 if image is not None and reference is not None:
                     row["psnr_db"] = psnr(image, reference)
-                rows.append(_finish_row(row, letter, case, settings, matmul_tflops, matmul_probe))
+                record(_finish_row(row, letter, case, settings, matmul_tflops, matmul_probe))
             del inputs
-    out_dir = Path(settings.out_dir)
-    append_csv(out_dir / "decode.csv", rows, settings.command)
     try:
         plot(out_dir / "decode.csv", out_dir / "decode.png")
     except ImportError:
@@ -452,6 +476,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="default: cuda when available")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--compile-mode", default="max-autotune", help="torch.compile mode of paths (b) and (f)")
+    parser.add_argument("--compile-backend", default="inductor",
+                        help="torch.compile backend of (b) and (f); the CPU dry run of device_check.sh uses aot_eager, "
+                             "which traces the same graph without inductor's minutes of CPU code generation")
+    parser.add_argument("--disable-ops", default="", help="comma-separated fused ops (c) and (d) leave off")
     parser.add_argument("--official-path", type=Path, help="a checkout of nv-tlabs/PiD (keep it in third_party/)")
     parser.add_argument("--official-python", default=sys.executable, help="interpreter for the official runner")
     parser.add_argument("--no-reference", action="store_true", help="skip the fp32 reference (no PSNR)")
@@ -484,7 +512,6 @@ def settings_from_args(args, command: str) -> BenchSettings:
     sizes = args.sizes or (CPU_SIZES if reduced else GPU_SIZES)
     batches = args.batches or ((1,) if reduced else GPU_BATCHES)
     return BenchSettings(
-        checkpoint=args.checkpoint,
         config=config,
         arch=arch,
         cases=[BenchCase(size, batch) for size in sizes for batch in batches],
@@ -497,6 +524,8 @@ def settings_from_args(args, command: str) -> BenchSettings:
         device=device,
         seed=args.seed,
         compile_mode=args.compile_mode,
+        compile_backend=args.compile_backend,
+        disabled_ops=tuple(name for name in args.disable_ops.split(",") if name),
         official_path=args.official_path.resolve() if args.official_path else None,
         official_python=args.official_python,
         reference=not args.no_reference,
@@ -518,8 +547,5 @@ def main(argv=None, prog: str = "pid bench", out_dir: Optional[Path] = None) -> 
     return 0
 
 
-__all__ = [
-    "BenchCase", "BenchSettings", "PATHS", "TARGETS", "add_arguments", "append_csv", "build_weights", "main",
-    "make_inputs", "measure_matmul_tflops", "plot", "profile_stages", "psnr", "run", "settings_from_args",
-    "time_calls",
-]
+__all__ = ["BenchCase", "BenchSettings", "PATHS", "add_arguments", "build_weights", "main", "make_inputs", "psnr", "run",
+           "settings_from_args"]

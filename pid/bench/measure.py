@@ -1,25 +1,30 @@
-"""Measurements of `pid bench`: CUDA-event timing, the matmul ceiling, memory, PSNR, stages.
+"""What every benchmark measures beside time: the device's ceilings, PSNR, per-stage time of a decode.
 
-Self-contained (an installed `pid bench` cannot import benchmarks/common.py); the
-timing and ceiling follow the same method: CUDA events, medians, a bf16 8192³
-matmul measured in the same run.
+Ceilings are measured on random data in the same run (never datasheet numbers): a
+device-to-device copy (bytes read + bytes written) and bf16 / fp8 matmuls at a size
+that fills the chip, timed with `pid.bench.timing.time_calls` like everything else.
 """
 
 from __future__ import annotations
 
 import math
-import os
-import statistics
-import time
 from typing import TYPE_CHECKING, Callable
 
 import torch
 
+from pid.bench.profiling import Ranges, range_totals
+from pid.bench.timing import time_calls
+
 if TYPE_CHECKING:
     from pid.model.network import PiDNet
 
-MATMUL_SIZE = 8192
 GIB = 2**30
+MATMUL_SIZE = 8192  # fills an H100/H200/B200; 3 x 128 MiB of bf16 operands
+COPY_BYTES = 1 << 30  # 8x the largest L2 (B200, 126 MB), so the copy streams from memory
+# A dry run on the CPU: small probes (its numbers say nothing about a GPU).
+DRY_MATMUL_SIZE = 128
+DRY_COPY_BYTES = 4 << 20
+CEILING_RUNS = 20
 
 
 def psnr(images: torch.Tensor, reference: torch.Tensor, data_range: float = 2.0) -> float:
@@ -32,88 +37,55 @@ def psnr(images: torch.Tensor, reference: torch.Tensor, data_range: float = 2.0)
     return float("inf") if mse == 0 else 10.0 * math.log10(data_range**2 / mse)
 
 
-def time_calls(fn: Callable[[], torch.Tensor], device: torch.device, warmup: int, runs: int):
-    """(per-run milliseconds, last output): CUDA events on a GPU, a host clock on the CPU."""
-    for _ in range(warmup):
-        fn()
+def _median_ms(fn: Callable[[], object], device: torch.device) -> float:
+    return time_calls(fn, device, warmup=3, runs=CEILING_RUNS, sync_each=False)["median_ms"]
+
+
+def _fp8_matmul(a: torch.Tensor, b: torch.Tensor) -> Callable[[], torch.Tensor]:
+    """a @ b in float8 e4m3 with unit scales through torch._scaled_mm (raises where unsupported)."""
+    a8 = a.to(torch.float8_e4m3fn)
+    b8 = b.to(torch.float8_e4m3fn).t().contiguous().t()  # column-major second operand, as cuBLASLt wants
+    one = torch.ones((), device=a.device)
+    probe = lambda: torch._scaled_mm(a8, b8, scale_a=one, scale_b=one, out_dtype=torch.bfloat16)  # noqa: E731
+    probe()
+    return probe
+
+
+def measure_ceilings(device: torch.device | str) -> dict:
+    """{"copy_gbps", "matmul_bf16_tflops", "matmul_fp8_tflops" (None where fp8 matmuls do not
+    run), "fp8_note", "probe"}: a copy of COPY_BYTES and MATMUL_SIZE³ matmuls on random data
+    (the small DRY_* probes on a CPU)."""
+    device = torch.device(device)
     on_gpu = device.type == "cuda"
-    if on_gpu:
-        torch.cuda.synchronize(device)
-    times, output = [], None
-    for _ in range(runs):
-        if on_gpu:
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            output = fn()
-            end.record()
-            torch.cuda.synchronize(device)
-            times.append(start.elapsed_time(end))
-        else:
-            began = time.perf_counter()
-            output = fn()
-            times.append((time.perf_counter() - began) * 1e3)
-    return times, output
-
-
-def measure_matmul_tflops(device: torch.device, dtype: torch.dtype) -> tuple[float, str]:
-    """The measured rate of one large matmul (bf16 8192³ on a GPU; a small one on the CPU)."""
-    size, runs = (MATMUL_SIZE, 20) if device.type == "cuda" else (512, 3)
-    dtype = dtype if device.type == "cuda" else torch.float32
+    size, copy_bytes = (MATMUL_SIZE, COPY_BYTES) if on_gpu else (DRY_MATMUL_SIZE, DRY_COPY_BYTES)
     generator = torch.Generator(device=device).manual_seed(0)
-    a = torch.randn(size, size, device=device, generator=generator).to(dtype)
-    b = torch.randn(size, size, device=device, generator=generator).to(dtype)
-    times, _ = time_calls(lambda: a @ b, device, warmup=3, runs=runs)
-    return 2 * size**3 / statistics.median(times) / 1e9, f"{str(dtype).replace('torch.', '')} {size}^3 matmul"
-
-
-def nvml_used_bytes(device: torch.device):
-    """(bytes, 'process' | 'device') from NVML, or (None, None) without nvidia-ml-py."""
+    source = torch.randn(copy_bytes // 4, device=device, generator=generator)
+    target = torch.empty_like(source)
+    copy_ms = _median_ms(lambda: target.copy_(source), device)
+    del source, target
+    a = torch.randn(size, size, device=device, generator=generator)
+    b = torch.randn(size, size, device=device, generator=generator)
+    a16, b16 = a.bfloat16(), b.bfloat16()
+    bf16_ms = _median_ms(lambda: a16 @ b16, device)
+    fp8_tflops, fp8_note = None, ""
     try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        props = torch.cuda.get_device_properties(device)
-        bus_id = f"{props.pci_domain_id:04x}:{props.pci_bus_id:02x}:{props.pci_device_id:02x}.0"
-        handle = pynvml.nvmlDeviceGetHandleByPciBusId(bus_id)
-        for process in pynvml.nvmlDeviceGetComputeRunningProcesses(handle):
-            if process.pid == os.getpid() and process.usedGpuMemory:
-                return process.usedGpuMemory, "process"
-        return pynvml.nvmlDeviceGetMemoryInfo(handle).used, "device"
-    except Exception:  # optional: not installed, or not permitted in a container
-        return None, None
-
-
-class _Ranges:
-    """Wraps callables in torch.profiler.record_function ranges, and undoes it."""
-
-    def __init__(self):
-        self._restore = []
-
-    def wrap(self, owner, attribute: str, label: str) -> None:
-        original = getattr(owner, attribute)
-        had_own = attribute in vars(owner)
-
-        def wrapped(*args, **kwargs):
-            with torch.profiler.record_function(label):
-                return original(*args, **kwargs)
-
-        setattr(owner, attribute, wrapped)
-        self._restore.append((owner, attribute, had_own, original))
-
-    def undo(self) -> None:
-        for owner, attribute, had_own, original in reversed(self._restore):
-            if had_own:
-                setattr(owner, attribute, original)
-            else:
-                delattr(owner, attribute)
-        self._restore.clear()
+        fp8_tflops = 2 * size**3 / _median_ms(_fp8_matmul(a, b), device) / 1e9
+    except (RuntimeError, AttributeError, TypeError) as error:  # no fp8 matmul on this device or build
+        fp8_note = f"fp8 matmul not measured: {str(error).splitlines()[0][:160]}"
+    return {
+        "copy_gbps": 2 * copy_bytes / copy_ms / 1e6,
+        "matmul_bf16_tflops": 2 * size**3 / bf16_ms / 1e9,
+        "matmul_fp8_tflops": fp8_tflops,
+        "fp8_note": fp8_note,
+        "probe": f"copy {copy_bytes >> 20} MiB float32, matmul {size}^3",
+    }
 
 
 def profile_stages(net: PiDNet, fn: Callable[[], torch.Tensor], device: torch.device, letter: str) -> dict:
     """Milliseconds per stage of one decode: device time of the kernels launched inside
     each range on a GPU (host time on the CPU). (a) gets every stage; (b), (c) adapter and
     sampler (their blocks run inside compiled code); (d) only the total (a graph replay)."""
-    ranges = _Ranges()
+    ranges = Ranges()
     if letter != "d":
         ranges.wrap(net, "prepare", "adapter")
         ranges.wrap(net, "timestep_conditioning", "adapter")
@@ -123,22 +95,7 @@ def profile_stages(net: PiDNet, fn: Callable[[], torch.Tensor], device: torch.de
             ranges.wrap(module, "forward", "patch blocks")
         for module in net.pixel_blocks:
             ranges.wrap(module, "forward", "pixel blocks")
-    on_gpu = device.type == "cuda"
-    activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if on_gpu else [])
-    try:
-        with torch.profiler.profile(activities=activities) as prof:
-            with torch.profiler.record_function("decode"):
-                fn()
-            if on_gpu:
-                torch.cuda.synchronize(device)
-    finally:
-        ranges.undo()
-    labels = {"adapter", "network", "patch blocks", "pixel blocks", "decode"}
-    totals: dict[str, float] = {}
-    for event in prof.events():  # host-side range events only (no double count of GPU annotations)
-        if event.name in labels and event.device_type == torch.autograd.DeviceType.CPU:
-            micros = getattr(event, "device_time_total", event.cuda_time_total) if on_gpu else event.cpu_time_total
-            totals[event.name] = totals.get(event.name, 0.0) + micros / 1e3
+    totals = range_totals(fn, device, ranges, {"adapter", "network", "patch blocks", "pixel blocks"})
     stages = {"total": totals.get("decode")}
     if letter != "d":
         stages["adapter"] = totals.get("adapter", 0.0)
@@ -149,4 +106,4 @@ def profile_stages(net: PiDNet, fn: Callable[[], torch.Tensor], device: torch.de
     return stages
 
 
-__all__ = ["GIB", "measure_matmul_tflops", "nvml_used_bytes", "profile_stages", "psnr", "time_calls"]
+__all__ = ["GIB", "MATMUL_SIZE", "measure_ceilings", "profile_stages", "psnr"]

@@ -25,11 +25,10 @@ float32 without autocast, and "compile" is skipped.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
-import statistics
 import sys
-import time
 import traceback
 from pathlib import Path
 
@@ -111,74 +110,27 @@ def _decoder(net, t_list, steps: int, seed: int, device, autocast: bool):
     return decode
 
 
-# A copy of pid.bench.measure._Ranges: this script runs with our package off sys.path.
-class _Wrapped:
-    """Temporarily wraps callables in torch.profiler.record_function ranges."""
-
-    def __init__(self):
-        self.restore = []
-
-    def wrap(self, owner, attribute: str, label: str) -> None:
-        import torch
-
-        original = getattr(owner, attribute)
-        had_own = attribute in owner.__dict__
-
-        def wrapped(*args, **kwargs):
-            with torch.profiler.record_function(label):
-                return original(*args, **kwargs)
-
-        setattr(owner, attribute, wrapped)
-        self.restore.append((owner, attribute, had_own, original))
-
-    def undo(self) -> None:
-        for owner, attribute, had_own, original in reversed(self.restore):
-            if had_own:
-                setattr(owner, attribute, original)
-            else:
-                delattr(owner, attribute)
-        self.restore.clear()
+def _load_ours(name: str):
+    """pid/bench/<name>.py of our checkout, loaded by path: here `import pid` is the official
+    package, and these modules import nothing of ours but torch."""
+    spec = importlib.util.spec_from_file_location(f"_pid_bench_{name}", Path(__file__).resolve().parent / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def _event_ms(event, on_gpu: bool) -> float:
-    if on_gpu:
-        micros = getattr(event, "device_time_total", None)
-        if micros is None:
-            micros = event.cuda_time_total
-    else:
-        micros = event.cpu_time_total
-    return micros / 1e3
-
-
-def _profile_stages(decode, net, args, on_gpu: bool, eager: bool) -> dict:
+def _profile_stages(profiling, decode, net, args, device, eager: bool) -> dict:
     """Per-stage time of one decode (device time of the kernels launched in each range)."""
-    import torch
-
-    wrapper = _Wrapped()
+    ranges = profiling.Ranges()
     if eager:
-        wrapper.wrap(net.lq_proj, "forward", "adapter")
-        wrapper.wrap(net.lq_proj, "gate", "patch blocks")
+        ranges.wrap(net.lq_proj, "forward", "adapter")
+        ranges.wrap(net.lq_proj, "gate", "patch blocks")
         for block in net.patch_blocks:
-            wrapper.wrap(block, "forward", "patch blocks")
+            ranges.wrap(block, "forward", "patch blocks")
         for block in net.pixel_blocks:
-            wrapper.wrap(block, "forward", "pixel blocks")
-    wrapper.wrap(decode, "net", "network")
-    activities = [torch.profiler.ProfilerActivity.CPU]
-    if on_gpu:
-        activities.append(torch.profiler.ProfilerActivity.CUDA)
-    try:
-        with torch.profiler.profile(activities=activities) as prof:
-            with torch.profiler.record_function("decode"):
-                decode(*args)
-            if on_gpu:
-                torch.cuda.synchronize()
-    finally:
-        wrapper.undo()
-    # Host-side range events only: their device time is that of the kernels launched inside.
-    totals = {}
-    for event in prof.events():
-        if event.name in STAGES + ("decode",) and event.device_type == torch.autograd.DeviceType.CPU:
-            totals[event.name] = totals.get(event.name, 0.0) + _event_ms(event, on_gpu)
+            ranges.wrap(block, "forward", "pixel blocks")
+    ranges.wrap(decode, "net", "network")
+    totals = profiling.range_totals(lambda: decode(*args), device, ranges, set(STAGES))
     stages = {"total": totals.get("decode")}
     if eager:
         stages["adapter"] = totals.get("adapter")
@@ -189,52 +141,12 @@ def _profile_stages(decode, net, args, on_gpu: bool, eager: bool) -> dict:
     return stages
 
 
-def _nvml_used_bytes():
-    try:
-        import pynvml
-        import torch
-
-        pynvml.nvmlInit()
-        props = torch.cuda.get_device_properties(torch.cuda.current_device())
-        bus_id = f"{props.pci_domain_id:04x}:{props.pci_bus_id:02x}:{props.pci_device_id:02x}.0"
-        handle = pynvml.nvmlDeviceGetHandleByPciBusId(bus_id)
-        for process in pynvml.nvmlDeviceGetComputeRunningProcesses(handle):
-            if process.pid == os.getpid() and process.usedGpuMemory:
-                return process.usedGpuMemory, "process"
-        return pynvml.nvmlDeviceGetMemoryInfo(handle).used, "device"
-    except Exception:  # NVML is optional: absent, or not permitted in a container
-        return None, None
-
-
-def _time_path(decode, args, job, on_gpu: bool) -> dict:
-    import torch
-
-    for _ in range(job["warmup"]):
-        decode(*args)
-    if on_gpu:
-        torch.cuda.synchronize()
-    times = []
-    output = None
-    for _ in range(job["runs"]):
-        if on_gpu:
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            output = decode(*args)
-            end.record()
-            torch.cuda.synchronize()
-            times.append(start.elapsed_time(end))
-        else:
-            began = time.perf_counter()
-            output = decode(*args)
-            times.append((time.perf_counter() - began) * 1e3)
-    return {"times_ms": times, "median_ms": statistics.median(times), "output": output}
-
-
 def run(job: dict, official: Path) -> dict:
     import torch
     from safetensors.torch import load_file, save_file
 
     PidNet = _import_official(official)
+    timing, profiling = _load_ours("timing"), _load_ours("profiling")
     device = torch.device(job["device"])
     on_gpu = device.type == "cuda"
     if on_gpu:  # the release's loader turns TF32 on; bf16 autocast does not use it for matmuls anyway
@@ -256,22 +168,22 @@ def run(job: dict, official: Path) -> dict:
                 if path == "compile":
                     if not on_gpu:
                         raise RuntimeError("skipped: torch.compile of the official network is timed on a GPU only")
-                    compiled = compiled or torch.compile(net, mode=job["compile_mode"], dynamic=False)
+                    compiled = compiled or torch.compile(net, dynamic=False, **job["compile_options"])
                     decode.net = compiled
                 else:
                     decode.net = net
                 if on_gpu:
                     torch.cuda.empty_cache()
                     torch.cuda.reset_peak_memory_stats(device)
-                timed = _time_path(decode, args, job, on_gpu)
+                timed = timing.time_calls(lambda: decode(*args), device, job["warmup"], job["runs"])
                 row.update({k: v for k, v in timed.items() if k != "output"})
                 images[f"{name}.{path}"] = timed["output"].float().cpu().contiguous()
                 if on_gpu:
                     row["peak_allocated_bytes"] = torch.cuda.max_memory_allocated(device)
                     row["peak_reserved_bytes"] = torch.cuda.max_memory_reserved(device)
-                    row["nvml_used_bytes"], row["nvml_scope"] = _nvml_used_bytes()
+                    row["nvml_used_bytes"], row["nvml_scope"] = profiling.nvml_used_bytes(device)
                 if job.get("profile", True):
-                    row["stages_ms"] = _profile_stages(decode, net, args, on_gpu, eager=path == "eager")
+                    row["stages_ms"] = _profile_stages(profiling, decode, net, args, device, eager=path == "eager")
             except Exception as error:  # one failing path (OOM, a compile error) must not lose the others
                 row["error"] = f"{type(error).__name__}: {error}".splitlines()[0][:300]
                 if not str(error).startswith("skipped"):
