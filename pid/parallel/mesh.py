@@ -1,0 +1,113 @@
+"""How a sequence-parallel group splits each attention: a (Ulysses x ring) mesh per head count.
+
+A group of P ranks holds the image tokens in P contiguous chunks, chunk k on group rank k.
+An attention with H heads runs on a mesh of `ulysses` x `ring` = P ranks: rank k is
+Ulysses index k % ulysses and ring index k // ulysses, so a Ulysses group is `ulysses`
+consecutive ranks (one node, when ranks are laid out node by node, as torchrun does) and
+the ring runs across them. Ulysses needs `ulysses` to divide H (each rank takes H / ulysses
+whole heads); the ring has no such condition.
+
+Modes: "ulysses" (ulysses = P for every attention), "ring" (ring = P), "usp" (one
+`ulysses_degree` for every attention, ring = P / ulysses_degree) and "auto" (per head
+count, the largest Ulysses degree that divides H, P and the ranks per node; ring for the rest).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import torch.distributed as dist
+
+MODES = ("auto", "ulysses", "ring", "usp")
+
+
+def divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def ranks_per_node(world: int) -> int:
+    """Ranks sharing a node (torchrun's LOCAL_WORLD_SIZE), capped to the group size."""
+    return max(1, min(world, int(os.environ.get("LOCAL_WORLD_SIZE", world))))
+
+
+def ulysses_degrees(
+    mode: str, head_counts: dict[str, int], world: int, ulysses_degree: Optional[int] = None, per_node: Optional[int] = None
+) -> dict[int, int]:
+    """The Ulysses degree of each attention's head count, or a ValueError naming the head
+    counts and the degrees that would work. head_counts: {"patch blocks": 24, "pixel blocks": 16}."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    heads = sorted(set(head_counts.values()))
+    described = ", ".join(f"{name} have {count} heads" for name, count in head_counts.items())
+    common = math.gcd(*heads)
+    valid = [d for d in divisors(world) if common % d == 0]
+    if mode == "ring":
+        return {h: 1 for h in heads}
+    if mode == "ulysses":
+        if common % world:
+            raise ValueError(
+                f"mode='ulysses' splits every attention's heads over all {world} ranks, but {described}: "
+                f"Ulysses degrees that divide them all are {[d for d in divisors(common)]}; "
+                f"use mode='ring' or 'usp' (Ulysses degree in {valid} x ring) or 'auto' for {world} ranks"
+            )
+        return {h: world for h in heads}
+    if mode == "usp":
+        degree = ulysses_degree if ulysses_degree is not None else max(d for d in valid if d <= (per_node or world))
+        if world % degree or common % degree:
+            raise ValueError(
+                f"ulysses_degree={degree} must divide the {world} ranks and every head count ({described}); "
+                f"valid degrees: {valid}"
+            )
+        return {h: degree for h in heads}
+    if ulysses_degree is not None:
+        raise ValueError("ulysses_degree is only read with mode='usp'")
+    per_node = per_node or world
+    return {h: math.gcd(h, world, per_node) for h in heads}
+
+
+@dataclass(frozen=True)
+class Mesh:
+    """One attention's split: this rank's place and its process groups.
+
+    `group_ranks` are the global ranks of the whole sequence-parallel group in chunk order;
+    `ulysses_group`/`ring_group` are None when that degree is 1.
+    """
+
+    ulysses: int
+    ring: int
+    group_rank: int
+    ulysses_group: Optional[dist.ProcessGroup]
+    ring_peers: tuple[int, ...]  # global ranks of this rank's ring, by ring index
+
+    @property
+    def ulysses_index(self) -> int:
+        return self.group_rank % self.ulysses
+
+    @property
+    def ring_index(self) -> int:
+        return self.group_rank // self.ulysses
+
+
+def build_meshes(degrees: dict[int, int], group_ranks: Sequence[int], group_rank: int) -> dict[int, Mesh]:
+    """A Mesh per head count. Collective: every rank of the group calls it with the same
+    `degrees` (dist.new_group must be called by all ranks in the same order)."""
+    world = len(group_ranks)
+    meshes: dict[int, Mesh] = {}
+    made: dict[int, Mesh] = {}
+    for heads, ulysses in sorted(degrees.items()):
+        if ulysses not in made:
+            ring = world // ulysses
+            ulysses_group = None
+            if ulysses > 1:
+                for ring_index in range(ring):
+                    members = [group_ranks[ring_index * ulysses + i] for i in range(ulysses)]
+                    created = dist.new_group(members)
+                    if ring_index == group_rank // ulysses:
+                        ulysses_group = created
+            peers = tuple(group_ranks[r * ulysses + group_rank % ulysses] for r in range(ring))
+            made[ulysses] = Mesh(ulysses, ring, group_rank, ulysses_group, peers)
+        meshes[heads] = made[ulysses]
+    return meshes
