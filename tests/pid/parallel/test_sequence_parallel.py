@@ -1,0 +1,119 @@
+"""Sequence-parallel decoding on CPU gloo ranks (spawned, bounded in time) against one process.
+
+Every case goes through `pid.parallel.sequence_parallel` on the tiny golden architectures
+(MM-DiT heads 3 or 2, PiT heads 2, so 2, 3 and 4 ranks take every path: pure Ulysses, pure
+ring, Ulysses for one attention and ring for the other, and the USP 2 x 2 mesh). Where every
+attention is Ulysses the image must equal one process bit for bit in fp32; with any ring,
+within 1e-6 relative L2. The golden sampler cases also meet the golden tolerance.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import pid
+import pid.parallel
+from conftest import GOLDEN_DIR, assert_golden_close, require_golden
+from spawn_ranks import run_on_ranks
+from tiny import tiny_inputs, tiny_net
+
+RING_REL_L2 = 1e-6
+TIMEOUT_S = 180
+
+
+def _golden_inputs(case: str):
+    from safetensors.torch import load_file
+
+    meta = json.loads((GOLDEN_DIR / f"{case}.json").read_text())
+    tensors = load_file(str(GOLDEN_DIR / f"{case}.safetensors"))
+    net = pid.load({k: v for k, v in tensors.items() if k.startswith("net.")}, config=meta["config"])
+    prefix = "sampler." if "sampler.noise" in tensors else ""
+    inputs = tuple(tensors[f"{prefix}inputs.{name}"] for name in ("lq_latent", "degrade_sigma", "y"))
+    noise = [tensors["sampler.noise"]] + [tensors[f"sampler.eps.{i}"] for i in range(3)] if prefix else None
+    return net, inputs, noise, tensors.get("sampler.x0")
+
+
+def _decode_cases(cases, fused_ops=()):
+    """On every rank: each (case, mode) decoded in parallel; rank 0 also decodes in one process.
+    Returns {(case, mode): (parallel, single, golden x0 or None, describe())} on rank 0."""
+    import torch.distributed as dist
+
+    if fused_ops:
+        import pid_kernels
+
+        pid_kernels.enable(list(fused_ops), strict=True)
+    results = {}
+    for case, mode in cases:
+        if case.startswith("tiny:"):
+            net = tiny_net(json.loads(case[5:]))
+            inputs, noise, golden_x0 = tiny_inputs(net), None, None
+        else:
+            net, inputs, noise, golden_x0 = _golden_inputs(case)
+        parallel = pid.parallel.sequence_parallel(pid.Decoder(net), mode=mode)
+        image = parallel.decode(*inputs, noise=noise, seed=5, clamp=False)
+        if dist.get_rank() == 0:
+            single = pid.Decoder(net).decode(*inputs, noise=noise, seed=5, clamp=False)
+            results[(case, mode)] = (image, single, golden_x0, parallel.describe())
+    if fused_ops:
+        results["calls"] = dict(pid_kernels.CALLS)
+    return results
+
+
+def _rel_l2(ours, ref):
+    return ((ours.double() - ref.double()).norm() / ref.double().norm()).item()
+
+
+def _check(results, bitwise_cases):
+    for key, (image, single, golden_x0, layout) in results.items():
+        if key == "calls":
+            continue
+        if key in bitwise_cases:
+            assert torch.equal(image, single), f"{key} ({layout}) differs from one process"
+        else:
+            assert _rel_l2(image, single) <= RING_REL_L2, (key, layout, _rel_l2(image, single))
+        if golden_x0 is not None:
+            assert_golden_close(image, golden_x0, f"{key} sampler x0")
+
+
+# MM-DiT/PiT heads: v1_tiny and v15_tiny 3/2, sr8_tiny and v1_flux2_tiny 2/2.
+WORLD_CASES = {
+    2: (
+        [("v1_tiny", "auto"), ("v15_tiny", "auto"), ("sr8_tiny", "ulysses"), ("v1_flux2_tiny", "auto"),
+         ("v15_tiny", "ring")],
+        [("sr8_tiny", "ulysses"), ("v1_flux2_tiny", "auto")],
+    ),
+    3: (
+        [("v1_tiny", "auto"), ("v15_tiny", "auto"), ("sr8_tiny", "auto")],
+        [],
+    ),
+    4: (
+        [("v1_tiny", "auto"), ("v15_tiny", "usp"), ("sr8_tiny", "usp"),
+         ('tiny:{"num_groups": 4, "hidden_size": 48, "pixel_num_groups": 4}', "ulysses")],
+        [('tiny:{"num_groups": 4, "hidden_size": 48, "pixel_num_groups": 4}', "ulysses")],
+    ),
+}
+
+
+@pytest.mark.parametrize("world", sorted(WORLD_CASES))
+def test_parallel_decode_matches_one_process(world):
+    require_golden()
+    cases, bitwise = WORLD_CASES[world]
+    results = run_on_ranks(world, _decode_cases, cases, timeout=TIMEOUT_S)[0]
+    assert set(results) == set(cases)
+    _check(results, set(bitwise))
+
+
+def test_fused_ops_stay_the_local_attention_on_two_ranks():
+    """Under the Triton interpreter, Ulysses hands each rank's heads to the fused attention."""
+    require_golden()
+    import pid_kernels
+
+    triton_ops = sorted(name for name, op in pid_kernels.REGISTRY.items() if op.backend == "triton")
+    results = run_on_ranks(2, _decode_cases, [("sr8_tiny", "ulysses")], triton_ops, timeout=TIMEOUT_S)[0]
+    calls = results.pop("calls")
+    for name in triton_ops:
+        assert calls[name]["fused"] > 0 and calls[name]["fallback"] == 0, (name, calls[name])
+    _check(results, bitwise_cases=set())
