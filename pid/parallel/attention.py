@@ -39,12 +39,12 @@ class ParallelAttention:
             raise ValueError(f"no sequence-parallel mesh for an attention with {num_heads} heads; meshes: {sorted(self.meshes)}")
         mesh = self.meshes[num_heads]
         counts = self.split.token_counts
-        degree, ring_index = mesh.ulysses, mesh.ring_index
+        degree, ring_index, members = mesh.ulysses, mesh.ring_index, mesh.ulysses_members
         # Ring block b = the tokens of Ulysses group b, contiguous in raster order.
         block_lengths = [sum(counts[b * degree : (b + 1) * degree]) for b in range(mesh.ring)]
         member_lengths = counts[ring_index * degree : (ring_index + 1) * degree]
         if degree > 1:
-            qkv_img = ulysses.tokens_to_heads(qkv_img, 3, num_heads, member_lengths, mesh.ulysses_group)
+            qkv_img = ulysses.tokens_to_heads(qkv_img, 3, num_heads, member_lengths, members, mesh.ulysses_index)
             if qkv_txt is not None:
                 qkv_txt = ulysses.head_slice(qkv_txt, 3, num_heads, degree, mesh.ulysses_index)
         local_heads = num_heads // degree
@@ -61,9 +61,9 @@ class ParallelAttention:
                 ring_index, mesh.ring_peers, block_lengths,
             )
         if degree > 1:
-            out_img = ulysses.heads_to_tokens(out_img, member_lengths, mesh.ulysses_index, mesh.ulysses_group)
+            out_img = ulysses.heads_to_tokens(out_img, member_lengths, members, mesh.ulysses_index)
             if out_txt is not None:
-                out_txt = ulysses.gather_heads(out_txt, degree, mesh.ulysses_group)
+                out_txt = ulysses.gather_heads(out_txt, members, mesh.ulysses_index)
         return out_img, out_txt
 
 

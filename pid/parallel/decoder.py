@@ -50,10 +50,10 @@ class SequenceParallelDecoder(Decoder):
 
     def describe(self) -> str:
         """One line per attention: how its heads and tokens are split."""
-        by_heads = {heads: name for name, heads in attention_heads(self.net).items()}
         lines = []
-        for heads, mesh in sorted(self.meshes.items()):
-            lines.append(f"{by_heads[heads]} ({heads} heads): Ulysses x{mesh.ulysses}, ring x{mesh.ring}")
+        for name, heads in attention_heads(self.net).items():
+            mesh = self.meshes[heads]
+            lines.append(f"{name} ({heads} heads): Ulysses x{mesh.ulysses}, ring x{mesh.ring}")
         return f"sequence parallel over {self.world} ranks, mode={self.mode}: " + "; ".join(lines)
 
     def sample(self, inputs, t_list, draw, progress=False, timer=None):

@@ -19,7 +19,6 @@ import os
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-import torch.distributed as dist
 
 MODES = ("auto", "ulysses", "ring", "usp")
 
@@ -50,7 +49,7 @@ def ulysses_degrees(
         if common % world:
             raise ValueError(
                 f"mode='ulysses' splits every attention's heads over all {world} ranks, but {described}: "
-                f"Ulysses degrees that divide them all are {[d for d in divisors(common)]}; "
+                f"Ulysses degrees that divide them all are {divisors(common)}; "
                 f"use mode='ring' or 'usp' (Ulysses degree in {valid} x ring) or 'auto' for {world} ranks"
             )
         return {h: world for h in heads}
@@ -72,14 +71,13 @@ def ulysses_degrees(
 class Mesh:
     """One attention's split: this rank's place and its process groups.
 
-    `group_ranks` are the global ranks of the whole sequence-parallel group in chunk order;
-    `ulysses_group`/`ring_group` are None when that degree is 1.
+    Peers are global ranks: `ulysses_members` by Ulysses index, `ring_peers` by ring index.
     """
 
     ulysses: int
     ring: int
     group_rank: int
-    ulysses_group: Optional[dist.ProcessGroup]
+    ulysses_members: tuple[int, ...]
     ring_peers: tuple[int, ...]  # global ranks of this rank's ring, by ring index
 
     @property
@@ -92,22 +90,12 @@ class Mesh:
 
 
 def build_meshes(degrees: dict[int, int], group_ranks: Sequence[int], group_rank: int) -> dict[int, Mesh]:
-    """A Mesh per head count. Collective: every rank of the group calls it with the same
-    `degrees` (dist.new_group must be called by all ranks in the same order)."""
+    """A Mesh per head count, for the rank at `group_rank` of the group `group_ranks` (global ranks)."""
     world = len(group_ranks)
     meshes: dict[int, Mesh] = {}
-    made: dict[int, Mesh] = {}
     for heads, ulysses in sorted(degrees.items()):
-        if ulysses not in made:
-            ring = world // ulysses
-            ulysses_group = None
-            if ulysses > 1:
-                for ring_index in range(ring):
-                    members = [group_ranks[ring_index * ulysses + i] for i in range(ulysses)]
-                    created = dist.new_group(members)
-                    if ring_index == group_rank // ulysses:
-                        ulysses_group = created
-            peers = tuple(group_ranks[r * ulysses + group_rank % ulysses] for r in range(ring))
-            made[ulysses] = Mesh(ulysses, ring, group_rank, ulysses_group, peers)
-        meshes[heads] = made[ulysses]
+        ring_index, ulysses_index = divmod(group_rank, ulysses)
+        members = tuple(group_ranks[ring_index * ulysses + i] for i in range(ulysses))
+        peers = tuple(group_ranks[r * ulysses + ulysses_index] for r in range(world // ulysses))
+        meshes[heads] = Mesh(ulysses, world // ulysses, group_rank, members, peers)
     return meshes

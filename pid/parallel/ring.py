@@ -12,8 +12,7 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-import torch.distributed as dist
-
+from pid.parallel.p2p import exchange, wait
 from pid.seams import _split_qkv_norm_rope
 
 
@@ -79,15 +78,11 @@ def ring_attention(
         pending = []
         if step + 1 < ring:
             incoming = kv.new_empty(*kv.shape[:3], block_lengths[(source - 1) % ring], kv.shape[-1])
-            pending = [
-                dist.isend(kv, peers[(ring_index + 1) % ring]),
-                dist.irecv(incoming, peers[(ring_index - 1) % ring]),
-            ]
+            pending = exchange([(peers[(ring_index + 1) % ring], kv)], [(peers[(ring_index - 1) % ring], incoming)])
         image_partial = merge(image_partial, *attend_with_lse(q, kv[0], kv[1]))
         if txt is not None:
             text_partials[source] = attend_with_lse(txt[0], kv[0], kv[1])
-        for request in pending:
-            request.wait()
+        wait(pending)
         if pending:
             kv = incoming
     out_img = image_partial[0].to(qkv_img.dtype).transpose(1, 2).flatten(2)

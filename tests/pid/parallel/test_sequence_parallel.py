@@ -24,6 +24,15 @@ RING_REL_L2 = 1e-6
 TIMEOUT_S = 180
 
 
+def _triton_ops():
+    import pid_kernels
+
+    return sorted(name for name, op in pid_kernels.REGISTRY.items() if op.backend == "triton")
+
+
+TRITON_OPS = _triton_ops()
+
+
 def _golden_inputs(case: str):
     from safetensors.torch import load_file
 
@@ -36,15 +45,11 @@ def _golden_inputs(case: str):
     return net, inputs, noise, tensors.get("sampler.x0")
 
 
-def _decode_cases(cases, fused_ops=()):
-    """On every rank: each (case, mode) decoded in parallel; rank 0 also decodes in one process.
-    Returns {(case, mode): (parallel, single, golden x0 or None, describe())} on rank 0."""
+def _decode_cases(cases, group, steps=4):
+    """Each (case, mode) decoded over `group`; its first rank also decodes in one process.
+    Returns {(case, mode): (parallel, single, golden x0 or None, describe())} there, else {}."""
     import torch.distributed as dist
 
-    if fused_ops:
-        import pid_kernels
-
-        pid_kernels.enable(list(fused_ops), strict=True)
     results = {}
     for case, mode in cases:
         if case.startswith("tiny:"):
@@ -52,13 +57,31 @@ def _decode_cases(cases, fused_ops=()):
             inputs, noise, golden_x0 = tiny_inputs(net), None, None
         else:
             net, inputs, noise, golden_x0 = _golden_inputs(case)
-        parallel = pid.parallel.sequence_parallel(pid.Decoder(net), mode=mode)
-        image = parallel.decode(*inputs, noise=noise, seed=5, clamp=False)
+        golden_x0 = golden_x0 if steps == 4 else None
+        parallel = pid.parallel.sequence_parallel(pid.Decoder(net), group=group, mode=mode)
+        image = parallel.decode(*inputs, noise=noise, seed=5, steps=steps, clamp=False)
         if dist.get_rank() == 0:
-            single = pid.Decoder(net).decode(*inputs, noise=noise, seed=5, clamp=False)
+            single = pid.Decoder(net).decode(*inputs, noise=noise, seed=5, steps=steps, clamp=False)
             results[(case, mode)] = (image, single, golden_x0, parallel.describe())
-    if fused_ops:
-        results["calls"] = dict(pid_kernels.CALLS)
+    return results
+
+
+def _every_case():
+    """On 4 spawned ranks: the cases of each group size on the first `world` ranks, then the
+    fused-op case on 2 ranks (last: it switches the Triton ops on for the process)."""
+    import torch.distributed as dist
+    import pid_kernels
+
+    rank = dist.get_rank()
+    groups = {world: dist.new_group(list(range(world))) for world in sorted(WORLD_CASES)}
+    results = {}
+    for world, (cases, _) in sorted(WORLD_CASES.items()):
+        if rank < world:
+            results[world] = _decode_cases(cases, groups[world])
+    if rank < 2:
+        pid_kernels.enable(TRITON_OPS, strict=True)
+        results["fused"] = _decode_cases([FUSED_CASE], groups[2], steps=1)
+        results["calls"] = {name: dict(pid_kernels.CALLS[name]) for name in TRITON_OPS}
     return results
 
 
@@ -68,8 +91,6 @@ def _rel_l2(ours, ref):
 
 def _check(results, bitwise_cases):
     for key, (image, single, golden_x0, layout) in results.items():
-        if key == "calls":
-            continue
         if key in bitwise_cases:
             assert torch.equal(image, single), f"{key} ({layout}) differs from one process"
         else:
@@ -97,23 +118,25 @@ WORLD_CASES = {
 }
 
 
+FUSED_CASE = ("sr8_tiny", "ulysses")
+
+
+@pytest.fixture(scope="module")
+def rank_results():
+    """Every case, run once on one group of 4 spawned gloo ranks (rank 0's results)."""
+    require_golden()
+    return run_on_ranks(4, _every_case, timeout=TIMEOUT_S)[0]
+
+
 @pytest.mark.parametrize("world", sorted(WORLD_CASES))
-def test_parallel_decode_matches_one_process(world):
-    require_golden()
+def test_parallel_decode_matches_one_process(rank_results, world):
     cases, bitwise = WORLD_CASES[world]
-    results = run_on_ranks(world, _decode_cases, cases, timeout=TIMEOUT_S)[0]
-    assert set(results) == set(cases)
-    _check(results, set(bitwise))
+    assert set(rank_results[world]) == set(cases)
+    _check(rank_results[world], set(bitwise))
 
 
-def test_fused_ops_stay_the_local_attention_on_two_ranks():
+def test_fused_ops_stay_the_local_attention_on_two_ranks(rank_results):
     """Under the Triton interpreter, Ulysses hands each rank's heads to the fused attention."""
-    require_golden()
-    import pid_kernels
-
-    triton_ops = sorted(name for name, op in pid_kernels.REGISTRY.items() if op.backend == "triton")
-    results = run_on_ranks(2, _decode_cases, [("sr8_tiny", "ulysses")], triton_ops, timeout=TIMEOUT_S)[0]
-    calls = results.pop("calls")
-    for name in triton_ops:
-        assert calls[name]["fused"] > 0 and calls[name]["fallback"] == 0, (name, calls[name])
-    _check(results, bitwise_cases=set())
+    for name, calls in rank_results["calls"].items():
+        assert calls["fused"] > 0 and calls["fallback"] == 0, (name, calls)
+    _check(rank_results["fused"], bitwise_cases=set())
