@@ -126,6 +126,12 @@ def cmd_decode(args) -> int:
     from pid.latents.backbones import check_latent_for, get_backbone
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if args.parallel:
+        from pid.parallel.launch import init_from_env
+
+        if args.sampler == "cfg":
+            raise CliError("--parallel runs the distilled sampler; the cfg sampler runs on one device")
+        device = init_from_env(args.device)
     latent = load_latent(Path(args.latent))
     net = pid.load(_resolve_checkpoint(args), dtype=_dtype(args.dtype), device=device)
     if args.backbone:
@@ -149,7 +155,12 @@ def cmd_decode(args) -> int:
             image_size=args.size or net.image_size_for_latent(tuple(latent.shape[-2:])),
         )
     else:
-        images = pid.Decoder(net).decode(
+        decoder = pid.Decoder(net)
+        if args.parallel:
+            from pid.parallel import sequence_parallel
+
+            decoder = sequence_parallel(decoder, mode=args.parallel)
+        images = decoder.decode(
             latent,
             args.sigma,
             embeds,
@@ -159,6 +170,11 @@ def cmd_decode(args) -> int:
             steps=args.steps or 4,
             progress=True,
         )
+    if args.parallel:
+        from pid.parallel.launch import is_main_rank
+
+        if not is_main_rank():  # every rank holds the whole image; rank 0 writes it
+            return 0
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     pictures = pid.to_pil(images)
@@ -215,6 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     decode.add_argument("--dtype", choices=("bf16", "fp32", "fp16"), default="bf16")
     decode.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda when available)")
     decode.add_argument("--out", required=True, help="output image (.png, .jpg); batches get _0, _1, ...")
+    decode.add_argument("--parallel", choices=("auto", "ulysses", "ring", "usp"),
+                        help="under torchrun: split the image over the ranks (pid.parallel.sequence_parallel)")
     decode.set_defaults(run=cmd_decode)
 
     info = commands.add_parser("info", help="versions, GPU, and which accelerated paths are usable")
