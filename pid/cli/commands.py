@@ -207,6 +207,17 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    try:
+        from pid.serve.main import serve_forever
+    except ImportError as error:
+        raise CliError(f"{error} (pip install 'pid-kernels[serve]')") from None
+    serve_forever(args.checkpoint, args.host, args.port, dtype=args.dtype, replicas=args.replicas,
+                  gpus_per_replica=args.gpus_per_replica, max_batch_size=args.max_batch,
+                  max_queued_requests=args.max_queued, compile=args.compile)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pid", description="PiD pixel-diffusion decoder")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -246,6 +257,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--out", default="out/demo.png")
     demo.set_defaults(run=cmd_demo)
+
+    serve = commands.add_parser("serve", help="decode over HTTP with Ray Serve (extra: serve; see README)")
+    serve.add_argument("--checkpoint", required=True, help="checkpoint every replica loads")
+    serve.add_argument("--dtype", choices=("bf16", "fp32", "fp16"), default="bf16")
+    serve.add_argument("--replicas", type=int, default=1, help="replicas (one per GPU)")
+    serve.add_argument("--gpus-per-replica", type=int, help="default 1 with a GPU, 0 (CPU) without")
+    serve.add_argument("--max-batch", type=int, default=4, help="largest batch of one output-size bucket")
+    serve.add_argument("--max-queued", type=int, default=64, help="requests waiting beyond this get 503")
+    serve.add_argument("--compile", action="store_true", help="pid.compile every replica's decoder")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.set_defaults(run=cmd_serve)
 
     from pid.bench.decode import add_arguments
 

@@ -25,7 +25,8 @@ ray = pytest.importorskip("ray", reason="the serve extra (ray[serve]) is not ins
 serve = pytest.importorskip("ray.serve")
 pytestmark = pytest.mark.serve
 
-from pid.serve.app import build_app  # noqa: E402
+from pid.serve.app import build_app, deployment_options  # noqa: E402
+from pid.serve.main import start  # noqa: E402
 from pid.serve.protocol import decode_image_tensor, encode_decode_request  # noqa: E402
 
 REQUEST_TIMEOUT_S = 60
@@ -67,18 +68,13 @@ def server(tmp_path_factory):
     checkpoint = tmp_path_factory.mktemp("serve") / "tiny.safetensors"
     net = tiny_net()
     pid.save_safetensors(net, checkpoint)
-    port = free_port()
-    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1",
-             runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}}, log_to_driver=False)
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    app = build_app(str(checkpoint), dtype="fp32", replicas=2, gpus_per_replica=0, cpus_per_replica=0.5,
-                    max_batch_size=4, batch_wait_timeout_s=0.2, max_queued_requests=64)
-    serve.run(app, name="pid", route_prefix="/")
+    url = start(str(checkpoint), port=free_port(), num_cpus=2, dtype="fp32", replicas=2, gpus_per_replica=0,
+                cpus_per_replica=0.5, max_batch_size=4, batch_wait_timeout_s=0.2, max_queued_requests=64)
     # One slot and a queue of one: the back-pressure test fills it.
     narrow = build_app(str(checkpoint), dtype="fp32", replicas=1, gpus_per_replica=0, cpus_per_replica=0.5,
                        max_batch_size=1, max_queued_requests=1)
     serve.run(narrow, name="narrow", route_prefix="/narrow")
-    yield f"http://127.0.0.1:{port}", net
+    yield url, net
     serve.shutdown()
     ray.shutdown()
 
@@ -151,3 +147,11 @@ def test_a_replica_killed_under_load_drops_no_request(server):
     for status, _, content, attempts in answers:  # answered, or failed with a reason
         assert status == 200 or content, (status, content, attempts)
     assert sum(status == 200 for status, *_ in answers) >= 1
+
+
+def test_multi_gpu_replicas_reserve_their_gpus_as_one_placement_group():
+    """Configuration only: no multi-GPU machine here to run such a replica."""
+    options = deployment_options(replicas=2, gpus_per_replica=4)
+    assert options["placement_group_bundles"] == [{"CPU": 1.0, "GPU": 1}] + [{"GPU": 1}] * 3
+    assert options["placement_group_strategy"] == "STRICT_PACK"
+    assert deployment_options(gpus_per_replica=1)["ray_actor_options"] == {"num_cpus": 1.0, "num_gpus": 1}
