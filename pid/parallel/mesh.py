@@ -69,7 +69,7 @@ def ulysses_degrees(
 
 @dataclass(frozen=True)
 class Mesh:
-    """One attention's split: this rank's place and its process groups.
+    """One attention's split: this rank's place in it and its peers.
 
     Peers are global ranks: `ulysses_members` by Ulysses index, `ring_peers` by ring index.
     """
