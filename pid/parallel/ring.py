@@ -22,11 +22,24 @@ def attend_with_lse(q, k, v, key_bias: Optional[torch.Tensor] = None):
     out 0 and lse -inf, which the merge weighs as nothing."""
     if q.device.type == "cpu":
         out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, False, attn_mask=key_bias)
+        if key_bias is not None:  # this kernel reports lse 0, not -inf, for a row with no visible key
+            lse = lse.masked_fill(torch.isneginf(key_bias).all(-1), float("-inf"))
+    elif key_bias is not None:  # the masked text block: few keys, so the plain product is small
+        return attend_with_lse_math(q, k, v, key_bias)
     else:  # CUDA: the memory-efficient kernel returns its log-sum-exp (not yet run on a GPU)
-        bias = None if key_bias is None else key_bias.expand(q.shape[0], q.shape[1], q.shape[2], k.shape[2])
-        out, lse = torch.ops.aten._scaled_dot_product_efficient_attention(q, k, v, bias, True)[:2]
+        out, lse = torch.ops.aten._scaled_dot_product_efficient_attention(q, k, v, None, True)[:2]
         lse = lse[..., : q.shape[2]]
     return out.float().nan_to_num(0.0), lse.float()
+
+
+def attend_with_lse_math(q, k, v, key_bias: Optional[torch.Tensor] = None):
+    """`attend_with_lse` as plain matmuls in float32 (materialises the [Nq, Nk] scores)."""
+    scores = torch.matmul(q.float(), k.float().transpose(-1, -2)) * q.shape[-1] ** -0.5
+    if key_bias is not None:
+        scores = scores + key_bias.float()
+    lse = torch.logsumexp(scores, dim=-1)
+    weights = torch.exp(scores - lse.nan_to_num(neginf=0.0).unsqueeze(-1))
+    return torch.matmul(weights, v.float()).nan_to_num(0.0), lse
 
 
 def merge(partial, out, lse):

@@ -52,16 +52,23 @@ def _decode_cases(cases, group, steps=4):
 
     results = {}
     for case, mode in cases:
+        mask = None
         if case.startswith("tiny:"):
             net = tiny_net(json.loads(case[5:]))
             inputs, noise, golden_x0 = tiny_inputs(net), None, None
+        elif case == MASKED_CASE:  # caption mask: padded tokens hidden in the text block
+            net = tiny_net()
+            inputs, noise, golden_x0 = tiny_inputs(net), None, None
+            mask = torch.ones(2, inputs[2].shape[1], dtype=torch.bool)
+            mask[0, -3:] = False
         else:
             net, inputs, noise, golden_x0 = _golden_inputs(case)
         golden_x0 = golden_x0 if steps == 4 else None
+        options = dict(caption_mask=mask, noise=noise, seed=5, steps=steps, clamp=False)
         parallel = pid.parallel.sequence_parallel(pid.Decoder(net), group=group, mode=mode)
-        image = parallel.decode(*inputs, noise=noise, seed=5, steps=steps, clamp=False)
+        image = parallel.decode(*inputs, **options)
         if dist.get_rank() == 0:
-            single = pid.Decoder(net).decode(*inputs, noise=noise, seed=5, steps=steps, clamp=False)
+            single = pid.Decoder(net).decode(*inputs, **options)
             results[(case, mode)] = (image, single, golden_x0, parallel.describe())
     return results
 
@@ -99,15 +106,16 @@ def _check(results, bitwise_cases):
             assert_golden_close(image, golden_x0, f"{key} sampler x0")
 
 
+MASKED_CASE = "tiny with a caption mask"
 # MM-DiT/PiT heads: v1_tiny and v15_tiny 3/2, sr8_tiny and v1_flux2_tiny 2/2.
 WORLD_CASES = {
     2: (
         [("v1_tiny", "auto"), ("v15_tiny", "auto"), ("sr8_tiny", "ulysses"), ("v1_flux2_tiny", "auto"),
-         ("v15_tiny", "ring")],
+         ("v15_tiny", "ring"), (MASKED_CASE, "auto")],
         [("sr8_tiny", "ulysses"), ("v1_flux2_tiny", "auto")],
     ),
     3: (
-        [("v1_tiny", "auto"), ("v15_tiny", "auto"), ("sr8_tiny", "auto")],
+        [("v1_tiny", "auto"), ("v15_tiny", "auto"), ("sr8_tiny", "auto"), (MASKED_CASE, "auto")],
         [],
     ),
     4: (
