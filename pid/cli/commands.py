@@ -129,8 +129,6 @@ def cmd_decode(args) -> int:
     if args.parallel:
         from pid.parallel.launch import init_from_env
 
-        if args.sampler == "cfg":
-            raise CliError("--parallel runs the distilled sampler; the cfg sampler runs on one device")
         device = init_from_env(args.device)
     latent = load_latent(Path(args.latent))
     net = pid.load(_resolve_checkpoint(args), dtype=_dtype(args.dtype), device=device)
@@ -149,10 +147,15 @@ def cmd_decode(args) -> int:
 
         negative = _negative_captions(args, latent.shape[0], device, net.config["txt_embed_dim"])
         generator = torch.Generator(device=device).manual_seed(args.seed)
+        if args.parallel:  # CFG-parallel: the two guidance branches over the ranks
+            from pid.parallel import cfg_parallel
+
+            net = cfg_parallel(net)
         images = sample_cfg(
             net, latent.to(device), args.sigma, embeds.to(device), None if negative is None else negative.to(device),
             steps=args.steps or DEFAULT_STEPS, cfg_scale=args.cfg_scale, generator=generator,
             image_size=args.size or net.image_size_for_latent(tuple(latent.shape[-2:])),
+            batch_cfg=bool(args.parallel),
         )
     else:
         decoder = pid.Decoder(net)
@@ -243,7 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     decode.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda when available)")
     decode.add_argument("--out", required=True, help="output image (.png, .jpg); batches get _0, _1, ...")
     decode.add_argument("--parallel", choices=("auto", "ulysses", "ring", "usp"),
-                        help="under torchrun: split the image over the ranks (pid.parallel.sequence_parallel)")
+                        help="under torchrun: split the image over the ranks (pid.parallel.sequence_parallel); "
+                             "with --sampler cfg, the two guidance branches (pid.parallel.cfg_parallel)")
     decode.set_defaults(run=cmd_decode)
 
     info = commands.add_parser("info", help="versions, GPU, and which accelerated paths are usable")

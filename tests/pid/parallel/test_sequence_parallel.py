@@ -18,7 +18,7 @@ import pid
 import pid.parallel
 from conftest import GOLDEN_DIR, assert_golden_close, require_golden
 from spawn_ranks import run_on_ranks
-from tiny import tiny_inputs, tiny_net
+from tiny import TINY_V15, tiny_inputs, tiny_net
 
 RING_REL_L2 = 1e-6
 TIMEOUT_S = 180
@@ -73,6 +73,24 @@ def _decode_cases(cases, group, steps=4):
     return results
 
 
+def _cfg_case(group):
+    """The CFG sampler with one guidance branch per rank vs the release's two calls in one process."""
+    import torch.distributed as dist
+
+    from pid.sampling.cfg import sample_cfg
+
+    net = tiny_net(TINY_V15)
+    latent, sigma, captions = tiny_inputs(net)
+    uncond = torch.randn(1, *captions.shape[1:], generator=torch.Generator().manual_seed(2))
+
+    def run(model, batch_cfg):
+        return sample_cfg(model, latent, sigma, captions, uncond, steps=3, cfg_scale=4.0, clamp=False,
+                          generator=torch.Generator().manual_seed(0), image_size=(64, 96), batch_cfg=batch_cfg)
+
+    image = run(pid.parallel.cfg_parallel(net, group), batch_cfg=True)
+    return (image, run(net, batch_cfg=False)) if dist.get_rank() == 0 else None
+
+
 def _every_case():
     """On 4 spawned ranks: the cases of each group size on the first `world` ranks, then the
     fused-op case on 2 ranks (last: it switches the Triton ops on for the process)."""
@@ -86,6 +104,7 @@ def _every_case():
         if rank < world:
             results[world] = _decode_cases(cases, groups[world])
     if rank < 2:
+        results["cfg"] = _cfg_case(groups[2])
         pid_kernels.enable(TRITON_OPS, strict=True)
         results["fused"] = _decode_cases([FUSED_CASE], groups[2], steps=1)
         results["calls"] = {name: dict(pid_kernels.CALLS[name]) for name in TRITON_OPS}
@@ -148,3 +167,8 @@ def test_fused_ops_stay_the_local_attention_on_two_ranks(rank_results):
     for name, calls in rank_results["calls"].items():
         assert calls["fused"] > 0 and calls["fallback"] == 0, (name, calls)
     _check(rank_results["fused"], bitwise_cases=set())
+
+
+def test_cfg_parallel_equals_the_two_branch_calls_of_one_process(rank_results):
+    image, single = rank_results["cfg"]
+    assert torch.equal(image, single)
