@@ -39,12 +39,12 @@ class ParallelAttention:
             raise ValueError(f"no sequence-parallel mesh for an attention with {num_heads} heads; meshes: {sorted(self.meshes)}")
         mesh = self.meshes[num_heads]
         counts = self.split.token_counts
-        degree, ring_index, members = mesh.ulysses, mesh.ring_index, mesh.ulysses_members
+        degree, ring_index = mesh.ulysses, mesh.ring_index
         # Ring block b = the tokens of Ulysses group b, contiguous in raster order.
         block_lengths = [sum(counts[b * degree : (b + 1) * degree]) for b in range(mesh.ring)]
         member_lengths = counts[ring_index * degree : (ring_index + 1) * degree]
         if degree > 1:
-            qkv_img = ulysses.tokens_to_heads(qkv_img, 3, num_heads, member_lengths, members, mesh.ulysses_index)
+            qkv_img = ulysses.tokens_to_heads(qkv_img, 3, num_heads, member_lengths, mesh)
             if qkv_txt is not None:
                 qkv_txt = ulysses.head_slice(qkv_txt, 3, num_heads, degree, mesh.ulysses_index)
         local_heads = num_heads // degree
@@ -58,12 +58,12 @@ class ParallelAttention:
             block_rope = None if img_rope is None else tuple(table[rows] for table in img_rope)
             out_img, out_txt = ring_attention(
                 qkv_img, img_qk_norm, block_rope, local_heads, qkv_txt, txt_qk_norm, txt_rope, txt_key_mask,
-                ring_index, mesh.ring_peers, block_lengths,
+                mesh, block_lengths,
             )
         if degree > 1:
-            out_img = ulysses.heads_to_tokens(out_img, member_lengths, members, mesh.ulysses_index)
+            out_img = ulysses.heads_to_tokens(out_img, member_lengths, mesh)
             if out_txt is not None:
-                out_txt = ulysses.gather_heads(out_txt, members, mesh.ulysses_index)
+                out_txt = ulysses.gather_heads(out_txt, mesh)
         return out_img, out_txt
 
 

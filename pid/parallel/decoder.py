@@ -45,7 +45,7 @@ class SequenceParallelDecoder(Decoder):
         self.ulysses_degrees = ulysses_degrees(
             mode, attention_heads(self.net), self.world, ulysses_degree, per_node=ranks_per_node(self.world)
         )
-        self.meshes = build_meshes(self.ulysses_degrees, self.group_ranks, self.rank)
+        self.meshes = build_meshes(self.ulysses_degrees, self.group_ranks, self.rank, group)
         self._split: Optional[RowSplit] = None
 
     def describe(self) -> str:

@@ -79,6 +79,7 @@ class Mesh:
     group_rank: int
     ulysses_members: tuple[int, ...]
     ring_peers: tuple[int, ...]  # global ranks of this rank's ring, by ring index
+    group: Optional[object] = None  # the sequence-parallel process group (None: the world)
 
     @property
     def ulysses_index(self) -> int:
@@ -89,13 +90,14 @@ class Mesh:
         return self.group_rank // self.ulysses
 
 
-def build_meshes(degrees: dict[int, int], group_ranks: Sequence[int], group_rank: int) -> dict[int, Mesh]:
-    """A Mesh per head count, for the rank at `group_rank` of the group `group_ranks` (global ranks)."""
+def build_meshes(degrees: dict[int, int], group_ranks: Sequence[int], group_rank: int, group=None) -> dict[int, Mesh]:
+    """A Mesh per head count, for the rank at `group_rank` of `group`, whose global ranks are
+    `group_ranks`."""
     world = len(group_ranks)
     meshes: dict[int, Mesh] = {}
     for heads, ulysses in sorted(degrees.items()):
         ring_index, ulysses_index = divmod(group_rank, ulysses)
         members = tuple(group_ranks[ring_index * ulysses + i] for i in range(ulysses))
         peers = tuple(group_ranks[r * ulysses + ulysses_index] for r in range(world // ulysses))
-        meshes[heads] = Mesh(ulysses, world // ulysses, group_rank, members, peers)
+        meshes[heads] = Mesh(ulysses, world // ulysses, group_rank, members, peers, group)
     return meshes

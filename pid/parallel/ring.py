@@ -63,14 +63,13 @@ def ring_attention(
     txt_qk_norm,
     txt_rope,
     txt_key_mask: Optional[torch.Tensor],
-    ring_index: int,
-    peers: tuple[int, ...],
+    mesh,
     block_lengths: list[int],
 ):
     """The `pid.seams.attention` contract for this rank's image block (block_lengths[ring_index]
-    tokens, img_rope already cut to them) with the other blocks held by `peers` (global ranks,
-    by ring index). Returns (out_img [B, n, H*D], out_txt [B, Lt, H*D] or None)."""
-    ring = len(peers)
+    tokens, img_rope already cut to them) with the other blocks held by the ring peers of `mesh`
+    (a `pid.parallel.mesh.Mesh`). Returns (out_img [B, n, H*D], out_txt [B, Lt, H*D] or None)."""
+    ring, ring_index, peers = mesh.ring, mesh.ring_index, mesh.ring_peers
     q, k, v = _split_qkv_norm_rope(qkv_img, num_heads, *img_qk_norm, img_rope)
     txt = None
     if qkv_txt is not None:
@@ -91,7 +90,9 @@ def ring_attention(
         pending = []
         if step + 1 < ring:
             incoming = kv.new_empty(*kv.shape[:3], block_lengths[(source - 1) % ring], kv.shape[-1])
-            pending = exchange([(peers[(ring_index + 1) % ring], kv)], [(peers[(ring_index - 1) % ring], incoming)])
+            pending = exchange(
+                [(peers[(ring_index + 1) % ring], kv)], [(peers[(ring_index - 1) % ring], incoming)], mesh.group
+            )
         image_partial = merge(image_partial, *attend_with_lse(q, kv[0], kv[1]))
         if txt is not None:
             text_partials[source] = attend_with_lse(txt[0], kv[0], kv[1])
