@@ -170,7 +170,12 @@ def cmd_decode(args) -> int:
     from pid.sampling.distilled import fresh_seed
 
     _check_steps(args)
-    device = as_device(args.device, "--device")
+    if args.parallel:
+        from pid.parallel.launch import init_from_env
+
+        device = init_from_env(str(as_device(args.device, "--device")) if args.device else None)
+    else:
+        device = as_device(args.device, "--device")
     dtype = as_dtype(args.dtype) if args.dtype else default_dtype(device)
     latent = load_latent(Path(args.latent))
     net = pid.load(_resolve_checkpoint(args), config=args.config, dtype=dtype, device=device)
@@ -192,13 +197,23 @@ def cmd_decode(args) -> int:
 
         negative = _negative_captions(args, latent.shape[0], device, net.config["txt_embed_dim"])
         generator = torch.Generator(device=device).manual_seed(seed)
+        if args.parallel:  # CFG-parallel: the two guidance branches over the ranks
+            from pid.parallel import cfg_parallel
+
+            net = cfg_parallel(net)
         images = sample_cfg(
             net, latent.to(device), args.sigma, embeds.to(device), None if negative is None else negative.to(device),
             steps=args.steps or DEFAULT_STEPS, cfg_scale=args.cfg_scale, generator=generator,
             image_size=args.size or net.image_size_for_latent(tuple(latent.shape[-2:])),
+            batch_cfg=bool(args.parallel),
         )
     else:
-        images = pid.Decoder(net).decode(
+        decoder = pid.Decoder(net)
+        if args.parallel:
+            from pid.parallel import sequence_parallel
+
+            decoder = sequence_parallel(decoder, mode=args.parallel)
+        images = decoder.decode(
             latent,
             args.sigma,
             embeds,
@@ -208,6 +223,11 @@ def cmd_decode(args) -> int:
             steps=args.steps or 4,
             progress=True,
         )
+    if args.parallel:
+        from pid.parallel.launch import is_main_rank
+
+        if not is_main_rank():  # every rank holds the whole image; rank 0 writes it
+            return 0
     out = args.out
     out.parent.mkdir(parents=True, exist_ok=True)
     pictures = pid.to_pil(images)
@@ -241,6 +261,17 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    try:
+        from pid.serve.main import serve_forever
+    except ImportError as error:
+        raise CliError(f"{error} (pip install 'pid-kernels[serve]')") from None
+    serve_forever(args.checkpoint, args.host, args.port, dtype=args.dtype, replicas=args.replicas,
+                  gpus_per_replica=args.gpus_per_replica, max_batch_size=args.max_batch,
+                  max_queued_requests=args.max_queued, compile=args.compile)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="pid", description="PiD pixel-diffusion decoder")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -270,6 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
     decode.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda when available)")
     decode.add_argument("--out", required=True, type=_output_path,
                         help="output image (.png, .jpg, .webp); batches get _0, _1, ...")
+    decode.add_argument("--parallel", choices=("auto", "ulysses", "ring", "usp"),
+                        help="under torchrun: split the image over the ranks (pid.parallel.sequence_parallel); "
+                             "with --sampler cfg, the two guidance branches (pid.parallel.cfg_parallel)")
     decode.set_defaults(run=cmd_decode)
 
     info = commands.add_parser("info", help="versions, GPU, and which accelerated paths are usable")
@@ -283,6 +317,18 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=_number(int, 0, 2**63 - 1), default=0)
     demo.add_argument("--out", default="out/demo.png", type=_output_path)
     demo.set_defaults(run=cmd_demo)
+
+    serve = commands.add_parser("serve", help="decode over HTTP with Ray Serve (extra: serve; see README)")
+    serve.add_argument("--checkpoint", required=True, help="checkpoint every replica loads")
+    serve.add_argument("--dtype", choices=("bf16", "fp32", "fp16"), default="bf16")
+    serve.add_argument("--replicas", type=int, default=1, help="replicas (one per GPU)")
+    serve.add_argument("--gpus-per-replica", type=int, help="default 1 with a GPU, 0 (CPU) without")
+    serve.add_argument("--max-batch", type=int, default=4, help="largest batch of one output-size bucket")
+    serve.add_argument("--max-queued", type=int, default=64, help="requests waiting beyond this get 503")
+    serve.add_argument("--compile", action="store_true", help="pid.compile every replica's decoder")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.set_defaults(run=cmd_serve)
 
     from pid.bench.decode import add_arguments
 
