@@ -31,6 +31,17 @@ def _parse_size(text: str) -> tuple[int, int]:
     return height, width
 
 
+def _parse_tile(text: str) -> tuple[int, int] | int:
+    """'SIZE' or 'SIZE:OVERLAP' in output pixels -> Decoder.decode's tiles argument."""
+    try:
+        parts = [int(v) for v in text.split(":")]
+    except ValueError:
+        parts = []
+    if len(parts) not in (1, 2):
+        raise argparse.ArgumentTypeError(f"--tile must be SIZE or SIZE:OVERLAP in output pixels, got {text!r}")
+    return parts[0] if len(parts) == 1 else (parts[0], parts[1])
+
+
 def _dtype(name: str) -> torch.dtype:
     return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
 
@@ -138,6 +149,8 @@ def cmd_decode(args) -> int:
         check_latent_for(spec, latent, args.size)
     embeds, mask = _captions(args, latent.shape[0], device, net.config["txt_embed_dim"])
     start = time.perf_counter()
+    if args.sampler == "cfg" and args.tile:
+        raise CliError("--tile works with the distilled sampler only")
     if args.sampler == "cfg":
         from pid.sampling.cfg import DEFAULT_STEPS, sample_cfg
 
@@ -158,6 +171,7 @@ def cmd_decode(args) -> int:
             seed=args.seed,
             steps=args.steps or 4,
             progress=True,
+            tiles=args.tile,
         )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -212,6 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="distilled 4-step (released students) or cfg (undistilled v1.5 teachers)")
     decode.add_argument("--cfg-scale", type=float, default=5.0, help="cfg sampler guidance (1 = off)")
     decode.add_argument("--negative-embeds", help="cfg sampler: negative-prompt embeddings file")
+    decode.add_argument("--tile", type=_parse_tile,
+                        help="decode as overlapping tiles: SIZE[:OVERLAP] output pixels, multiples of the latent cell")
     decode.add_argument("--dtype", choices=("bf16", "fp32", "fp16"), default="bf16")
     decode.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda when available)")
     decode.add_argument("--out", required=True, help="output image (.png, .jpg); batches get _0, _1, ...")

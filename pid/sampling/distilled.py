@@ -18,6 +18,7 @@ from typing import Callable, Optional, Sequence, Union
 import torch
 
 from pid import seams
+from pid.sampling import tiled
 from pid.bench.timing import StageTimer
 from pid.sampling.checks import (
     check_captions,
@@ -129,13 +130,21 @@ class Decoder:
         progress: bool = False,
         timer: Optional[StageTimer] = None,
         clamp: bool = True,
+        tiles=None,
     ) -> torch.Tensor:
         """latent [B, C, zH, zW], degrade_sigma float or [B], caption_embeds [B, L, D].
 
         noise: explicit [x_init, eps_0, ..., eps_{steps-2}] (each [B, 3, H, W]); else
         drawn from `generator`, or from a new generator seeded with `seed` (default 0).
         clamp=False returns the last x0 before the release's final clamp to [-1, 1].
+        tiles: decode as overlapping tiles (a tile size in output pixels, (size, overlap)
+        or a `pid.sampling.tiled.TileSpec`); the result is then on the host.
         """
+        if tiles is not None:
+            return tiled.decode_tiled(
+                self, latent, degrade_sigma, caption_embeds, tiles, caption_mask, image_size, seed, noise, steps,
+                generator, progress, timer, clamp,
+            )
         inputs = self.prepare_inputs(latent, degrade_sigma, caption_embeds, caption_mask, image_size)
         t_list = distilled_t_list(steps, self.t_list)
         seed = 0 if seed is None else int(seed)
