@@ -1,4 +1,4 @@
-"""The `pid` command: decode, info, demo, bench."""
+"""The `pid` command: decode, export, info, demo, bench."""
 
 from __future__ import annotations
 
@@ -184,6 +184,27 @@ def cmd_decode(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    import pid
+    from pid.integrations import export
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    net = pid.load(args.checkpoint, dtype=_dtype(args.dtype), device=device)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if args.format == "aoti":
+        export.export_aoti(net, out, args.size, args.caption_length, args.max_batch)
+        what = "AOTInductor package of the per-step network"
+    else:
+        program = export.export_decode_loop(pid.Decoder(net), args.size, args.caption_length, max_batch=args.max_batch)
+        torch.export.save(program, str(out))
+        what = "torch.export program of the decode loop"
+    height, width = args.size
+    print(f"wrote {out}: {what}, {height}x{width}, {args.caption_length} caption tokens, batch 1..{args.max_batch}, "
+          f"{args.dtype} on {device.type}")
+    return 0
+
+
 def cmd_info(args) -> int:
     from pid.cli.info import report
 
@@ -232,6 +253,21 @@ def build_parser() -> argparse.ArgumentParser:
     decode.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda when available)")
     decode.add_argument("--out", required=True, help="output image (.png, .jpg); batches get _0, _1, ...")
     decode.set_defaults(run=cmd_decode)
+
+    from pid.integrations.export import DEFAULT_MAX_BATCH
+
+    export = commands.add_parser("export", help="export the decoder for other engines (AOTInductor, torch.export)")
+    export.add_argument("--checkpoint", required=True, help="model_ema_bf16.pth / .safetensors path, or a released name")
+    export.add_argument("--format", choices=("aoti", "program"), default="aoti",
+                        help="aoti: .pt2 AOTInductor package of the per-step network; "
+                             "program: torch.export .pt2 of the whole decode loop (noise as inputs)")
+    export.add_argument("--size", type=_parse_size, required=True, help="output WxH the export is fixed to")
+    export.add_argument("--caption-length", type=int, default=300, help="caption tokens (the release sends 300)")
+    export.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH, help="largest batch the dynamic batch dimension admits")
+    export.add_argument("--dtype", choices=("bf16", "fp32", "fp16"), default="bf16")
+    export.add_argument("--device", help="device to compile for (default: cuda when available)")
+    export.add_argument("--out", required=True, help="output .pt2")
+    export.set_defaults(run=cmd_export)
 
     info = commands.add_parser("info", help="versions, GPU, and which accelerated paths are usable")
     info.set_defaults(run=cmd_info)
