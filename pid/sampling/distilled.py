@@ -142,8 +142,8 @@ class Decoder:
         """
         if tiles is not None:
             return tiled.decode_tiled(
-                self, latent, degrade_sigma, caption_embeds, tiles, caption_mask, image_size, seed, noise, steps,
-                generator, progress, timer, clamp,
+                self, latent, degrade_sigma, caption_embeds, tiles, image_size=image_size, seed=seed, noise=noise,
+                steps=steps, generator=generator, progress=progress, clamp=clamp, caption_mask=caption_mask, timer=timer,
             )
         inputs = self.prepare_inputs(latent, degrade_sigma, caption_embeds, caption_mask, image_size)
         t_list = distilled_t_list(steps, self.t_list)

@@ -124,25 +124,12 @@ def _full_noise(decoder, noise, generator, seed, steps, shape) -> list[torch.Ten
 
 
 @torch.no_grad()
-def decode_tiled(
-    decoder,
-    latent: torch.Tensor,
-    degrade_sigma,
-    caption_embeds: torch.Tensor,
-    tiles: TileArg,
-    caption_mask: Optional[torch.Tensor] = None,
-    image_size=None,
-    seed: Optional[int] = None,
-    noise: Optional[Sequence[torch.Tensor]] = None,
-    steps: int = 4,
-    generator: Optional[torch.Generator] = None,
-    progress: bool = False,
-    timer=None,
-    clamp: bool = True,
-) -> torch.Tensor:
+def decode_tiled(decoder, latent, degrade_sigma, caption_embeds, tiles: TileArg, *, image_size=None, seed=None,
+                 noise=None, steps: int = 4, generator=None, progress: bool = False, clamp: bool = True,
+                 **tile_kwargs) -> torch.Tensor:
     """`Decoder.decode(..., tiles=...)`: latent [B, C, zH, zW] -> images [B, 3, H, W] float32 on the
     host, in [-1, 1] unless clamp=False. Arguments are Decoder.decode's; `noise`, when given,
-    holds the full image's fields."""
+    holds the full image's fields; `tile_kwargs` (caption_mask, timer) go to every tile's decode."""
     net = decoder.net
     if latent.dim() != 4:
         raise ValueError(f"latent must be [B, C, zH, zW], got shape {tuple(latent.shape)}")
@@ -166,11 +153,10 @@ def decode_tiled(
             latent[:, :, slice(*tile.latent_rows), slice(*tile.latent_cols)],
             degrade_sigma,
             caption_embeds,
-            caption_mask=caption_mask,
             noise=[field[:, :, rows, cols] for field in fields],
             steps=steps,
-            timer=timer,
             clamp=False,
+            **tile_kwargs,
         )
         blended[:, :, rows, cols] += image.float().cpu() * tile.weight
         total_weight[rows, cols] += tile.weight
