@@ -14,8 +14,8 @@ value); the decode device holds one tile's decode at a time.
 
 A tiled decode is not the untiled image: each tile's network sees only its own patches
 (attention, RoPE grid and pixel position table are per tile), so the tiles disagree
-where they meet and the window hides the seam. Tiles at or above the trained resolution
-keep that disagreement small; tests/pid/sampling/test_tiled.py measures it.
+where they meet and the window hides the seam; tests/pid/sampling/test_tiled.py measures
+that seam error on tiny networks (not yet with released weights).
 """
 
 from __future__ import annotations
