@@ -160,5 +160,5 @@ def decode_tiled(decoder, latent, degrade_sigma, caption_embeds, tiles: TileArg,
         )
         blended[:, :, rows, cols] += image.float().cpu() * tile.weight
         total_weight[rows, cols] += tile.weight
-    result = blended / total_weight
-    return result.clamp(-1, 1) if clamp else result
+    blended /= total_weight  # in place: the host holds no second full-size image
+    return blended.clamp_(-1, 1) if clamp else blended
