@@ -1,4 +1,4 @@
-"""The `pid` command: decode, info, demo, bench.
+"""The `pid` command: decode, export, info, demo, bench, serve.
 
 Every user error (a missing, empty, truncated or refused file, a bad flag value, a device
 that is not there, a shape that does not fit) prints one line,
@@ -79,6 +79,17 @@ def _output_path(text: str) -> Path:
             f"use .png (lossless), .jpg or .webp"
         )
     return path
+
+
+def _parse_tile(text: str) -> tuple[int, int] | int:
+    """'SIZE' or 'SIZE:OVERLAP' in output pixels -> Decoder.decode's tiles argument."""
+    try:
+        parts = [int(v) for v in text.split(":")]
+    except ValueError:
+        parts = []
+    if len(parts) not in (1, 2):
+        raise argparse.ArgumentTypeError(f"--tile must be SIZE or SIZE:OVERLAP in output pixels, got {text!r}")
+    return parts[0] if len(parts) == 1 else (parts[0], parts[1])
 
 
 def load_latent(path: Path) -> torch.Tensor:
@@ -192,6 +203,8 @@ def cmd_decode(args) -> int:
     embeds, mask = _captions(args, latent.shape[0], device, net.config["txt_embed_dim"])
     seed = fresh_seed() if args.seed is None else args.seed
     start = time.perf_counter()
+    if args.sampler == "cfg" and args.tile:
+        raise CliError("--tile works with the distilled sampler only")
     if args.sampler == "cfg":
         from pid.sampling.cfg import DEFAULT_STEPS, sample_cfg
 
@@ -222,6 +235,7 @@ def cmd_decode(args) -> int:
             seed=seed,
             steps=args.steps or 4,
             progress=True,
+            tiles=args.tile,
         )
     if args.parallel:
         from pid.parallel.launch import is_main_rank
@@ -237,6 +251,27 @@ def cmd_decode(args) -> int:
     print(f"decoded {tuple(latent.shape)} -> {images.shape[-2]}x{images.shape[-1]} in {time.perf_counter() - start:.2f} s "
           f"({str(dtype).replace('torch.', '')} on {device}, seed {seed}; --seed {seed} reproduces it)")
     print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def cmd_export(args) -> int:
+    import pid
+    from pid.integrations import export
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    net = pid.load(args.checkpoint, dtype=as_dtype(args.dtype), device=device)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if args.format == "aoti":
+        export.export_aoti(net, out, args.size, args.caption_length, args.max_batch)
+        what = "AOTInductor package of the per-step network"
+    else:
+        program = export.export_decode_loop(pid.Decoder(net), args.size, args.caption_length, max_batch=args.max_batch)
+        torch.export.save(program, str(out))
+        what = "torch.export program of the decode loop"
+    height, width = args.size
+    print(f"wrote {out}: {what}, {height}x{width}, {args.caption_length} caption tokens, batch 1..{args.max_batch}, "
+          f"{args.dtype} on {device.type}")
     return 0
 
 
@@ -297,6 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="distilled 4-step (released students) or cfg (undistilled v1.5 teachers)")
     decode.add_argument("--cfg-scale", type=_number(float), default=5.0, help="cfg sampler guidance (1 = off)")
     decode.add_argument("--negative-embeds", help="cfg sampler: negative-prompt embeddings file")
+    decode.add_argument("--tile", type=_parse_tile,
+                        help="decode as overlapping tiles: SIZE[:OVERLAP] output pixels, multiples of the latent cell")
     decode.add_argument("--dtype", choices=CLI_DTYPES, help="default: bf16 on a GPU, fp32 on the CPU")
     decode.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda when available)")
     decode.add_argument("--out", required=True, type=_output_path,
@@ -305,6 +342,21 @@ def build_parser() -> argparse.ArgumentParser:
                         help="under torchrun: split the image over the ranks (pid.parallel.sequence_parallel); "
                              "with --sampler cfg, the two guidance branches (pid.parallel.cfg_parallel)")
     decode.set_defaults(run=cmd_decode)
+
+    from pid.integrations.export import DEFAULT_MAX_BATCH
+
+    export = commands.add_parser("export", help="export the decoder for other engines (AOTInductor, torch.export)")
+    export.add_argument("--checkpoint", required=True, help="model_ema_bf16.pth / .safetensors path, or a released name")
+    export.add_argument("--format", choices=("aoti", "program"), default="aoti",
+                        help="aoti: .pt2 AOTInductor package of the per-step network; "
+                             "program: torch.export .pt2 of the whole decode loop (noise as inputs)")
+    export.add_argument("--size", type=_size, required=True, help="output WxH the export is fixed to")
+    export.add_argument("--caption-length", type=_number(int, 1), default=300, help="caption tokens (the release sends 300)")
+    export.add_argument("--max-batch", type=_number(int, 1), default=DEFAULT_MAX_BATCH, help="largest batch the dynamic batch dimension admits")
+    export.add_argument("--dtype", choices=CLI_DTYPES, default="bf16")
+    export.add_argument("--device", help="device to compile for (default: cuda when available)")
+    export.add_argument("--out", required=True, help="output .pt2")
+    export.set_defaults(run=cmd_export)
 
     info = commands.add_parser("info", help="versions, GPU, and which accelerated paths are usable")
     info.set_defaults(run=cmd_info)

@@ -7,7 +7,8 @@ Accepted sources:
 - a `.safetensors` file (keys with or without `net.`; our exports also carry the
   config as JSON metadata under "pid_config");
 - a state dict; a directory holding one of the files; a released checkpoint name,
-  found in a local Hugging Face cache snapshot of `nvidia/PiD` (never downloaded).
+  found in a local Hugging Face cache snapshot of `nvidia/PiD` (never downloaded);
+- ComfyUI's layout (the Comfy-Org bf16 repack): see `pid.io.comfy_keys`.
 
 Key mapping: our parameter names are the release's, so the only rename is
 stripping the `net.` prefix. Keys under `net_ema.`, `fake_score.` and
@@ -25,7 +26,7 @@ from typing import Any, Mapping, Optional, Union
 import torch
 
 from pid.configs import DEFAULTS, RELEASED_CHECKPOINTS, architecture_names, released_config, resolve_config
-from pid.io import hub
+from pid.io import comfy_keys, hub
 from pid.io.files import TensorFileError, read_tensor_file
 from pid.model.network import PiDNet
 from pid.sampling.checks import NonFiniteError, as_device, as_dtype
@@ -122,7 +123,11 @@ def read_state_dict(source: Source) -> tuple[dict[str, torch.Tensor], Optional[d
 
 
 def network_state_dict(raw: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-    """Strip `net.`, drop training-only prefixes, refuse non-tensor values."""
+    """Strip `net.`, drop training-only prefixes, refuse non-tensor values; ComfyUI's layout
+    (pid.io.comfy_keys) is mapped to ours, and a layout without PiD's keys is refused."""
+    comfy_keys.check_not_quantized(raw)
+    if comfy_keys.is_comfy_layout(raw):
+        raw = comfy_keys.from_comfy(raw)
     state = {}
     for key, value in raw.items():
         if key.startswith(IGNORED_PREFIXES):
@@ -130,6 +135,12 @@ def network_state_dict(raw: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         if not isinstance(value, torch.Tensor):
             raise ValueError(f"checkpoint entry {key!r} is a {type(value).__name__}, expected a tensor")
         state[key[len(PREFIX) :] if key.startswith(PREFIX) else key] = value
+    if state and not any(key.startswith(("s_embedder.", "pixel_blocks.", "patch_blocks.")) for key in state):
+        raise ValueError(
+            f"not a PiD checkpoint layout this loader understands (keys: {_preview(sorted(state), 6)}); "
+            "understood: the release's net.* keys, bare parameter names, ComfyUI's (model.diffusion_model.* "
+            "and split pixel-block adaLN)"
+        )
     return state
 
 

@@ -371,7 +371,9 @@ class PiDNet(nn.Module):
         if s is not None or lq_video_or_image is not None:
             raise NotImplementedError("precomputed patch tokens (s) and the LQ image branch are unused by every release")
         caption_mask = caption_mask if caption_mask is not None else mask
-        check_forward_inputs(self, x, t, y, lq_latent, degrade_sigma, caption_mask)
+        if not torch.compiler.is_compiling():
+            # The checks branch on sizes, which would pin a traced (torch.export) batch dimension.
+            check_forward_inputs(self, x, t, y, lq_latent, degrade_sigma, caption_mask)
         batch = x.shape[0]
         context = self.prepare(y, lq_latent, degrade_sigma, tuple(x.shape[-2:]), caption_mask, lq_mask)
         conditioning = self.timestep_conditioning(t.reshape(-1).expand(batch) if t.numel() == 1 else t)

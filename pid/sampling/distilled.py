@@ -33,6 +33,7 @@ from pid.sampling.checks import (
 )
 from pid.sampling.geometry import as_hw
 from pid.sampling.memory import out_of_memory_error
+from pid.sampling import tiled
 
 DISTILLED_T_LIST = (0.999, 0.866, 0.634, 0.342, 0.0)
 # The release's one-step path starts from t = 1.0 (its `student_timestep`), not 0.999.
@@ -137,6 +138,7 @@ class Decoder:
         progress: bool = False,
         timer: Optional[StageTimer] = None,
         clamp: bool = True,
+        tiles=None,
     ) -> torch.Tensor:
         """latent [B, C, zH, zW], degrade_sigma float or [B], caption_embeds [B, L, D] -> images
         [B, 3, H, W] float32 in [-1, 1].
@@ -146,15 +148,24 @@ class Decoder:
         reproduces a decode exactly; `seed=None` draws a fresh seed from torch's global
         generator on every call, kept in `self.last_seed`.
         clamp=False returns the last x0 before the release's final clamp to [-1, 1].
+        tiles: decode as overlapping tiles (a tile size in output pixels, (size, overlap)
+        or a `pid.sampling.tiled.TileSpec`); the result is then on the host.
 
         Raises NonFiniteError when the result holds NaN/Inf (checked once, after whichever
         path ran: eager, or a CUDA-graph replay), and DecodeOutOfMemoryError on CUDA OOM.
         """
-        inputs = self.prepare_inputs(latent, degrade_sigma, caption_embeds, caption_mask, image_size)
-        t_list = distilled_t_list(steps, self.t_list)
         own_noise = noise is None and generator is None
         if seed is None and own_noise:
             seed = fresh_seed()
+        if tiles is not None:
+            images = tiled.decode_tiled(
+                self, latent, degrade_sigma, caption_embeds, tiles, image_size=image_size, seed=seed, noise=noise,
+                steps=steps, generator=generator, progress=progress, clamp=clamp, caption_mask=caption_mask, timer=timer,
+            )
+            self.last_seed = int(seed) if own_noise else None  # each tile's decode reset it
+            return images
+        inputs = self.prepare_inputs(latent, degrade_sigma, caption_embeds, caption_mask, image_size)
+        t_list = distilled_t_list(steps, self.t_list)
         self.last_seed = int(seed) if own_noise else None
         try:
             result = None
