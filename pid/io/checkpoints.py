@@ -218,30 +218,57 @@ def load(
     config: Optional[Union[str, Mapping[str, Any]]] = None,
     dtype: Optional[torch.dtype] = None,
     device: Optional[Union[str, torch.device]] = None,
+    precision: Optional[str] = None,
 ) -> PiDNet:
     """A PiDNet with the weights of `source`, in eval mode.
 
     The weights are upcast to float32 unless `dtype` is given (the release's bf16
     values are exact in either). `config` (a checkpoint name or a kwargs dict) is
-    inferred from the keys and shapes when omitted.
+    inferred from the keys and shapes when omitted. `precision="fp8"` quantizes the
+    network at load time by the default `pid.quant` policy; a quantized export
+    (`pid quantize`) loads as stored, fp8 without asking. Either way the layers kept out
+    of fp8 are in `dtype`, bfloat16 by default.
     """
+    from pid.quant.export import read_layout
+
+    if precision not in (None, "fp8"):
+        raise ValueError(f"precision must be None or 'fp8', got {precision!r}")
     raw, file_config = read_state_dict(source)
     state = network_state_dict(raw)
     resolved = resolve_config(config) if config is not None else file_config or infer_config(state)
+    layout = read_layout(source)
+    if dtype is None and (layout is not None or precision == "fp8"):
+        dtype = torch.bfloat16
     with torch.device("meta"):
         net = PiDNet(**resolved)
+        if layout is not None:
+            layout.apply(net)
     # Allocate in the target dtype so a bf16 load never holds a float32 copy.
     net = net.to_empty(device=device or "cpu").to(dtype or torch.float32)
     load_into(net, state)
+    if layout is not None:
+        layout.check(net, state)
     if net.lq_proj.lq_aux_rgb_head is not None and not any(k.startswith(OPTIONAL_PREFIXES) for k in state):
         # The released students ship without the training-only head; keep it but mark it unusable.
         net.lq_proj.lq_aux_rgb_head = None
+    if precision == "fp8" and layout is None:
+        from pid.quant.convert import quantize_model
+
+        quantize_model(net)
     return net.eval()
 
 
 def save_safetensors(net: PiDNet, path: Union[str, os.PathLike], dtype: Optional[torch.dtype] = None) -> None:
-    """Write `net` as `.safetensors` with the release's `net.` keys and our config as metadata."""
+    """Write `net` as `.safetensors` with the release's `net.` keys and our config as metadata.
+    A quantized network (`pid.quant`) keeps its e4m3 weights and float32 scales (`dtype`
+    casts the rest) and records its layout, so `load` rebuilds it."""
     from safetensors.torch import save_file
 
-    state = {PREFIX + k: (v.to(dtype) if dtype else v).contiguous() for k, v in net.state_dict().items()}
-    save_file(state, str(path), metadata={CONFIG_METADATA_KEY: json.dumps(net.config)})
+    from pid.quant.export import export_metadata, is_quantized, quantized_keys
+
+    kept = quantized_keys(net)
+    state = {PREFIX + k: (v.to(dtype) if dtype and k not in kept else v).contiguous() for k, v in net.state_dict().items()}
+    metadata = {CONFIG_METADATA_KEY: json.dumps(net.config)}
+    if is_quantized(net):
+        metadata.update(export_metadata(net.pid_quant))
+    save_file(state, str(path), metadata=metadata)
