@@ -1,4 +1,4 @@
-"""The `pid` command: decode, info, demo, bench."""
+"""The `pid` command: decode, quantize, info, demo, bench."""
 
 from __future__ import annotations
 
@@ -127,7 +127,7 @@ def cmd_decode(args) -> int:
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     latent = load_latent(Path(args.latent))
-    net = pid.load(_resolve_checkpoint(args), dtype=_dtype(args.dtype), device=device)
+    net = pid.load(_resolve_checkpoint(args), dtype=_dtype(args.dtype), device=device, precision=args.precision)
     if args.backbone:
         spec = get_backbone(args.backbone)
         if spec.lq_latent_channels != net.latent_channels:
@@ -184,6 +184,16 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_quantize(args) -> int:
+    from pid.quant.export import quantize_checkpoint
+    from pid.quant.policy import Policy, load_policy
+
+    policy = load_policy(args.policy) if args.policy else Policy()
+    print(quantize_checkpoint(args.checkpoint, args.out, policy))
+    print(f"wrote {args.out}")
+    return 0
+
+
 def cmd_bench(args) -> int:
     from pid.bench import decode as bench
 
@@ -214,6 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
     decode.add_argument("--negative-embeds", help="cfg sampler: negative-prompt embeddings file")
     decode.add_argument("--dtype", choices=("bf16", "fp32", "fp16"), default="bf16")
     decode.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda when available)")
+    decode.add_argument("--precision", choices=("fp8",),
+                        help="fp8: quantize at load by the pid.quant policy (a `pid quantize` export is fp8 anyway)")
     decode.add_argument("--out", required=True, help="output image (.png, .jpg); batches get _0, _1, ...")
     decode.set_defaults(run=cmd_decode)
 
@@ -228,6 +240,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--out", default="out/demo.png")
     demo.set_defaults(run=cmd_demo)
+
+    quantize = commands.add_parser("quantize", help="write an fp8 (e4m3) export of a checkpoint")
+    quantize.add_argument("--checkpoint", required=True, help="model_ema_bf16.pth / .safetensors path or a released name")
+    quantize.add_argument("--out", required=True, help="output .safetensors (e4m3 weights, scales, config, layout)")
+    quantize.add_argument("--policy", help="JSON policy file whose rules go before the defaults (pid.quant.policy)")
+    quantize.set_defaults(run=cmd_quantize)
 
     from pid.bench.decode import add_arguments
 

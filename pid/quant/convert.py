@@ -34,10 +34,13 @@ class QuantReport:
     def names(self, precision: str) -> list[str]:
         return [name for name, (chosen, _) in self.layers.items() if chosen == precision]
 
+    def groups(self) -> list[tuple[str, str, int]]:
+        """(precision, reason, number of layers) per distinct decision, in layer order."""
+        counts = Counter(self.layers.values())
+        return [(precision, reason, count) for (precision, reason), count in counts.items()]
+
     def lines(self) -> list[str]:
-        """One line per (precision, reason), with the number of layers it covers."""
-        groups = Counter((precision, reason) for precision, reason in self.layers.values())
-        return [f"{precision} ({count} layers): {reason}" for (precision, reason), count in groups.items()]
+        return [f"{precision} ({count} layers): {reason}" for precision, reason, count in self.groups()]
 
     def __str__(self) -> str:
         head = f"fp8 weights: {self.weight_bytes / 2**30:.3f} GiB; attention recipe {self.attention_recipe}"

@@ -52,6 +52,7 @@ RAW_WEIGHT_LAYERS = {
     "final_layer.linear": "final layer (16 -> 3 per pixel, the velocity itself): raw weight of unembed_update",
     "pixel_blocks.*.mlp.fc[12]": "PiT per-pixel MLP (16 -> 64 -> 16): raw weights of pit_pixel_mlp; 4 K weights",
     "*.content_proj": "sigma gates: raw weights of the sigma_gate op; a sigmoid gate on the LQ stream",
+    "t_embedder.mlp.0": "timestep embedder input layer: its weight dtype is the embedding's compute dtype",
 }
 
 DEFAULT_RULES = (
