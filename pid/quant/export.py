@@ -63,7 +63,9 @@ class Layout:
 
 def read_layout(source) -> Optional[Layout]:
     """The layout of a quantized `.safetensors` export, or None for any other source."""
-    if not isinstance(source, (str, os.PathLike)) or Path(source).suffix != ".safetensors" or not Path(source).is_file():
+    if not isinstance(source, (str, os.PathLike)):
+        return None
+    if Path(source).suffix != ".safetensors" or not Path(source).is_file():
         return None
     from safetensors import safe_open
 

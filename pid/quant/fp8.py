@@ -5,10 +5,10 @@ a_q [M, K] e4m3 with one float32 scale per row (per token, computed from the
 activations at run time), w_q [N, K] e4m3 with one float32 scale per output channel,
 accumulated in float32 and scaled in the epilogue: out = (a_q @ w_q^T) * a_scale *
 w_scale + bias. On a GPU with fp8 tensor cores this is `torch._scaled_mm` with
-row-wise scales. `emulate_scaled_mm` is the same arithmetic in float32 PyTorch (the
+row-wise scales; elsewhere the same arithmetic in float32 PyTorch (`emulate=True`: the
 products of two e4m3 values are exact in float32, so it differs from the hardware only
-in summation order); CPU torch also runs `torch._scaled_mm`, and the tests check it
-against the emulation.
+in summation order). CPU torch also runs `torch._scaled_mm`; the tests check it against
+the emulation.
 """
 
 from __future__ import annotations
@@ -54,22 +54,6 @@ def fp8_device_reasons(device: torch.device) -> list[str]:
     return []
 
 
-def emulate_scaled_mm(
-    a_q: torch.Tensor,
-    a_scale: torch.Tensor,
-    w_q: torch.Tensor,
-    w_scale: torch.Tensor,
-    bias: Optional[torch.Tensor],
-    out_dtype: torch.dtype,
-) -> torch.Tensor:
-    """The reference of `scaled_mm` in float32: a_q [M, K], a_scale [M, 1], w_q [N, K],
-    w_scale [N] -> [M, N] in out_dtype."""
-    out = (a_q.float() @ w_q.float().t()) * a_scale * w_scale
-    if bias is not None:
-        out = out + bias.float()
-    return out.to(out_dtype)
-
-
 def scaled_mm(
     a_q: torch.Tensor,
     a_scale: torch.Tensor,
@@ -77,14 +61,20 @@ def scaled_mm(
     w_scale: torch.Tensor,
     bias: Optional[torch.Tensor],
     out_dtype: torch.dtype,
+    emulate: bool = False,
 ) -> torch.Tensor:
-    """fp8 GEMM with row-wise scales through `torch._scaled_mm` (CUDA fp8 tensor cores, or
-    CPU torch's own implementation); shapes as `emulate_scaled_mm`. w_q^T is passed as the
-    column-major operand cuBLASLt wants; the bias goes in bf16, as the row-wise kernel takes it."""
-    bias_in = None
-    if bias is not None:
-        # The row-wise kernels take a bf16 bias; float32 outputs add it here instead, unrounded.
-        bias_in = bias.to(torch.bfloat16) if out_dtype == torch.bfloat16 else None
+    """fp8 GEMM with row-wise scales: a_q [M, K] e4m3, a_scale [M, 1], w_q [N, K] e4m3,
+    w_scale [N] -> [M, N] in out_dtype.
+
+    `torch._scaled_mm` (CUDA fp8 tensor cores, or CPU torch's own implementation) gets w_q^T
+    as the column-major operand cuBLASLt wants and the bias in bf16, as its row-wise kernels
+    take it. `emulate=True` is the reference: the same arithmetic in float32 PyTorch.
+    """
+    if emulate:
+        out = (a_q.float() @ w_q.float().t()) * a_scale * w_scale
+        return (out if bias is None else out + bias.float()).to(out_dtype)
+    # The row-wise kernels take a bf16 bias; other outputs add it afterwards, unrounded.
+    bias_in = bias.to(torch.bfloat16) if bias is not None and out_dtype == torch.bfloat16 else None
     out = torch._scaled_mm(
         a_q, w_q.t(), scale_a=a_scale.float(), scale_b=w_scale.float().view(1, -1), bias=bias_in, out_dtype=out_dtype
     )

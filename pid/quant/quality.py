@@ -116,10 +116,11 @@ def decode_all(net32: PiDNet, policies: dict, image_size: int = QUALITY_IMAGE_SI
 
 def format_table(results: dict) -> str:
     """results: weight set -> Decodes.rows() -> a fixed-width table."""
-    lines = [f"{'weights':10s} {'path':22s} {'PSNR vs bf16':>13s} {'PSNR vs fp32':>13s}"]
+    lines = [f"{'weights':10s} {'path':28s} {'PSNR vs bf16':>13s} {'PSNR vs fp32':>13s}"]
     for weight_set, rows in results.items():
         for row in rows:
-            lines.append(f"{weight_set:10s} {row['path']:22s} {row['psnr_vs_bf16']:11.2f}dB {row['psnr_vs_fp32']:11.2f}dB")
+            psnrs = f"{row['psnr_vs_bf16']:11.2f}dB {row['psnr_vs_fp32']:11.2f}dB"
+            lines.append(f"{weight_set:10s} {row['path']:28s} {psnrs}")
     return "\n".join(lines)
 
 

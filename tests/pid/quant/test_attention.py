@@ -46,7 +46,7 @@ def kernel_loop(q, k, v, key_mask, recipe):
         new_max = torch.maximum(running_max, block.amax(-1))
         safe = torch.where(torch.isinf(new_max), torch.zeros_like(new_max), new_max)
         probs = torch.exp(block - safe[..., None])
-        alpha = torch.exp(torch.where(torch.isinf(running_max), torch.full_like(running_max, -torch.inf), running_max - safe))
+        alpha = torch.exp(running_max - safe)  # 0 while the running max is still -inf
         row_sum = row_sum * alpha + probs.sum(-1)
         probs_q = (probs * recipe.p_scale).to(E4M3).float()
         v_block = v[:, :, start : start + BLOCK]
