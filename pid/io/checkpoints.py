@@ -236,7 +236,7 @@ def load(
     raw, file_config = read_state_dict(source)
     state = network_state_dict(raw)
     resolved = resolve_config(config) if config is not None else file_config or infer_config(state)
-    layout = read_layout(source)
+    layout = None if isinstance(source, Mapping) else read_layout(_resolve_path(source))
     if dtype is None and (layout is not None or precision == "fp8"):
         dtype = torch.bfloat16
     with torch.device("meta"):

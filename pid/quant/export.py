@@ -61,19 +61,17 @@ class Layout:
             raise ValueError(f"{self.origin}: quantized tensors stored in the wrong dtype: {', '.join(wrong[:8])}")
 
 
-def read_layout(source) -> Optional[Layout]:
-    """The layout of a quantized `.safetensors` export, or None for any other source."""
-    if not isinstance(source, (str, os.PathLike)):
-        return None
-    if Path(source).suffix != ".safetensors" or not Path(source).is_file():
+def read_layout(path: Path) -> Optional[Layout]:
+    """The layout of a quantized `.safetensors` export, or None for any other checkpoint file."""
+    if path.suffix != ".safetensors":
         return None
     from safetensors import safe_open
 
-    with safe_open(str(source), framework="pt") as handle:
+    with safe_open(str(path), framework="pt") as handle:
         metadata = handle.metadata() or {}
     if QUANT_METADATA_KEY not in metadata:
         return None
-    return Layout(json.loads(metadata[QUANT_METADATA_KEY]), str(source))
+    return Layout(json.loads(metadata[QUANT_METADATA_KEY]), str(path))
 
 
 def is_quantized(net: nn.Module) -> bool:

@@ -43,6 +43,8 @@ def quantize_for(net: "PiDNet", precision: str) -> QuantReport:
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be None or one of {PRECISIONS}, got {precision!r}")
     reasons = fp8_device_reasons(net.device)
+    if net.device.type == "cuda" and net.dtype != torch.bfloat16:
+        reasons.append(f"the network is {net.dtype}: on a GPU the row-wise fp8 GEMMs take and give bf16")
     if reasons:
         raise ValueError(f"precision={precision!r} refused: " + "; ".join(reasons))
     quant = getattr(net, QUANT_ATTRIBUTE, None)

@@ -31,7 +31,8 @@ def _decode(net, seed=3):
 
 
 def test_quantize_export_loads_back_identically(checkpoint, tmp_path, capsys):
-    out = tmp_path / "tiny_fp8.safetensors"
+    (tmp_path / "export").mkdir()
+    out = tmp_path / "export" / "tiny_fp8.safetensors"
     assert cli.main(["quantize", "--checkpoint", str(checkpoint), "--out", str(out)]) == 0
     assert "fp8 (" in capsys.readouterr().out
     with safe_open(str(out), framework="pt") as handle:
@@ -44,6 +45,7 @@ def test_quantize_export_loads_back_identically(checkpoint, tmp_path, capsys):
     assert loaded.dtype == torch.bfloat16 and isinstance(loaded.patch_blocks[1].attn.qkv_y, FP8Linear)
     expected = pid.load(checkpoint, precision="fp8")
     assert torch.equal(_decode(loaded), _decode(expected))
+    assert isinstance(pid.load(out.parent).patch_blocks[0].mlp_x.w1, FP8Linear)  # a directory finds it
 
 
 def test_an_export_with_dequantized_tensors_is_refused(checkpoint, tmp_path):
