@@ -5,7 +5,7 @@ a_q [M, K] e4m3 with one float32 scale per row (per token, computed from the
 activations at run time), w_q [N, K] e4m3 with one float32 scale per output channel,
 accumulated in float32 and scaled in the epilogue: out = (a_q @ w_q^T) * a_scale *
 w_scale + bias. On a GPU with fp8 tensor cores this is `torch._scaled_mm` with
-row-wise scales; elsewhere the same arithmetic in float32 PyTorch (`emulate=True`: the
+row-wise scales; elsewhere the same arithmetic in float32 PyTorch (backend "emulate": the
 products of two e4m3 values are exact in float32, so it differs from the hardware only
 in summation order). CPU torch also runs `torch._scaled_mm`; the tests check it against
 the emulation.
@@ -54,6 +54,9 @@ def fp8_device_reasons(device: torch.device) -> list[str]:
     return []
 
 
+BACKENDS = ("torch", "emulate", "triton")
+
+
 def scaled_mm(
     a_q: torch.Tensor,
     a_scale: torch.Tensor,
@@ -61,18 +64,25 @@ def scaled_mm(
     w_scale: torch.Tensor,
     bias: Optional[torch.Tensor],
     out_dtype: torch.dtype,
-    emulate: bool = False,
+    backend: str = "torch",
 ) -> torch.Tensor:
     """fp8 GEMM with row-wise scales: a_q [M, K] e4m3, a_scale [M, 1], w_q [N, K] e4m3,
     w_scale [N] -> [M, N] in out_dtype.
 
-    `torch._scaled_mm` (CUDA fp8 tensor cores, or CPU torch's own implementation) gets w_q^T
-    as the column-major operand cuBLASLt wants and the bias in bf16, as its row-wise kernels
-    take it. `emulate=True` is the reference: the same arithmetic in float32 PyTorch.
+    backend "torch": `torch._scaled_mm` (CUDA fp8 tensor cores, or CPU torch's own
+    implementation), with w_q^T as the column-major operand cuBLASLt wants and the bias in
+    bf16, as its row-wise kernels take it; "emulate": the reference, the same arithmetic in
+    float32 PyTorch; "triton": `pid.quant.triton_gemm` (a GPU, or the Triton interpreter).
     """
-    if emulate:
+    if backend == "emulate":
         out = (a_q.float() @ w_q.float().t()) * a_scale * w_scale
         return (out if bias is None else out + bias.float()).to(out_dtype)
+    if backend == "triton":
+        from pid.quant.triton_gemm import triton_scaled_mm
+
+        return triton_scaled_mm(a_q, a_scale, w_q, w_scale, bias, out_dtype)
+    if backend != "torch":
+        raise ValueError(f"scaled_mm backend must be one of {BACKENDS}, got {backend!r}")
     # The row-wise kernels take a bf16 bias; other outputs add it afterwards, unrounded.
     bias_in = bias.to(torch.bfloat16) if bias is not None and out_dtype == torch.bfloat16 else None
     out = torch._scaled_mm(

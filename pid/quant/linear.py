@@ -60,7 +60,8 @@ class FP8Linear(nn.Module):
         x_q, x_scale = quantize_rows(rows)
         # Off a GPU, the float32 emulation (what CI runs); it is exact up to summation order.
         out = scaled_mm(
-            x_q.contiguous(), x_scale, self.weight, self.weight_scale, self.bias, x.dtype, emulate=not x.is_cuda
+            x_q.contiguous(), x_scale, self.weight, self.weight_scale, self.bias, x.dtype,
+            backend="torch" if x.is_cuda else "emulate",
         )
         return out.view(*x.shape[:-1], self.out_features)
 

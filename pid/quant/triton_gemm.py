@@ -11,8 +11,6 @@ kind::f8f6f4 on sm_100. Never run on a GPU.
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 
 from pid_kernels.runtime import interpreting, tl, triton
@@ -49,15 +47,8 @@ def _fp8_gemm_kernel(
              mask=(rows[:, None] < M) & (cols[None, :] < N))
 
 
-def triton_scaled_mm(
-    a_q: torch.Tensor,
-    a_scale: torch.Tensor,
-    w_q: torch.Tensor,
-    w_scale: torch.Tensor,
-    bias: Optional[torch.Tensor],
-    out_dtype: torch.dtype,
-) -> torch.Tensor:
-    """`scaled_mm`'s contract (a_q [M, K], a_scale [M, 1], w_q [N, K] e4m3, w_scale [N]) in Triton."""
+def triton_scaled_mm(a_q, a_scale, w_q, w_scale, bias, out_dtype: torch.dtype) -> torch.Tensor:
+    """`pid.quant.fp8.scaled_mm(..., backend="triton")`: same arguments and result."""
     if a_q.dtype != torch.float8_e4m3fn or w_q.dtype != torch.float8_e4m3fn:
         raise ValueError(f"a_q and w_q must be float8_e4m3fn, got {a_q.dtype} and {w_q.dtype}")
     if a_q.stride(-1) != 1 or w_q.stride(-1) != 1:

@@ -29,7 +29,7 @@ def test_cpu_scaled_mm_matches_the_emulation(out_dtype, with_bias):
     w_q, w_scale = fp8.quantize_rows(torch.randn(80, 96, generator=gen))
     bias = torch.randn(80, generator=gen) if with_bias else None
     ours = fp8.scaled_mm(a_q, a_scale, w_q, w_scale.view(-1), bias, out_dtype)
-    emulated = fp8.scaled_mm(a_q, a_scale, w_q, w_scale.view(-1), bias, out_dtype, emulate=True)
+    emulated = fp8.scaled_mm(a_q, a_scale, w_q, w_scale.view(-1), bias, out_dtype, backend="emulate")
     assert ours.dtype == emulated.dtype == out_dtype
     # fp32: summation order only; bf16: the bias is added before the rounding there, after here.
     tolerance = {torch.float32: dict(rtol=1e-5, atol=1e-5), torch.bfloat16: dict(rtol=2**-7, atol=2**-7)}[out_dtype]
@@ -40,7 +40,7 @@ def test_emulation_is_the_exact_product_of_the_quantized_values():
     a_q, a_scale = fp8.quantize_rows(torch.randn(5, 64))
     w_q, w_scale = fp8.quantize_rows(torch.randn(6, 64))
     exact = (a_q.double() @ w_q.double().t()) * a_scale.double() * w_scale.double().view(1, -1)
-    emulated = fp8.scaled_mm(a_q, a_scale, w_q, w_scale.view(-1), None, torch.float32, emulate=True)
+    emulated = fp8.scaled_mm(a_q, a_scale, w_q, w_scale.view(-1), None, torch.float32, backend="emulate")
     torch.testing.assert_close(emulated.double(), exact, rtol=1e-6, atol=1e-6)
 
 
@@ -52,3 +52,9 @@ def test_cpu_runs_fp8_and_old_gpus_are_refused_with_the_reason(monkeypatch):
     assert "A100" in reason and "8.0" in reason and "no fp8 tensor cores" in reason and "8.9" in reason
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
     assert fp8.fp8_device_reasons(torch.device("cuda")) == []
+
+
+def test_unknown_backend_is_refused():
+    a_q, a_scale = fp8.quantize_rows(torch.randn(2, 16))
+    with pytest.raises(ValueError, match="backend must be one of"):
+        fp8.scaled_mm(a_q, a_scale, a_q, a_scale.view(-1), None, torch.float32, backend="cublas")

@@ -19,7 +19,7 @@ def test_fp8_mode_is_the_scaled_product_of_quantized_tokens(linear):
     assert layer.weight.dtype == torch.float8_e4m3fn and layer.weight_scale.shape == (32,)
     x = torch.randn(2, 5, 48).bfloat16()
     x_q, x_scale = quantize_rows(x.reshape(-1, 48))
-    expected = scaled_mm(x_q, x_scale, layer.weight, layer.weight_scale, linear.bias, torch.bfloat16, emulate=True)
+    expected = scaled_mm(x_q, x_scale, layer.weight, layer.weight_scale, linear.bias, torch.bfloat16, backend="emulate")
     out = layer(x)
     assert out.shape == (2, 5, 32) and out.dtype == torch.bfloat16
     assert torch.equal(out.reshape(-1, 32), expected)

@@ -24,8 +24,8 @@ def test_matches_the_emulation(out_dtype, with_bias):
     a_q, a_scale = (t.to(device) for t in quantize_rows(torch.randn(131, 80, generator=gen)))  # ragged tiles
     w_q, w_scale = (t.to(device) for t in quantize_rows(torch.randn(144, 80, generator=gen)))
     bias = torch.randn(144, generator=gen).to(device, out_dtype) if with_bias else None
-    ours = triton_gemm.triton_scaled_mm(a_q, a_scale, w_q, w_scale.view(-1), bias, out_dtype)
-    emulated = scaled_mm(a_q, a_scale, w_q, w_scale.view(-1), bias, out_dtype, emulate=True)
+    ours = scaled_mm(a_q, a_scale, w_q, w_scale.view(-1), bias, out_dtype, backend="triton")
+    emulated = scaled_mm(a_q, a_scale, w_q, w_scale.view(-1), bias, out_dtype, backend="emulate")
     # float32: summation order only; bf16: at most one rounding step apart.
     tolerance = {torch.float32: dict(rtol=1e-5, atol=1e-5), torch.bfloat16: dict(rtol=2**-7, atol=2**-7)}[out_dtype]
     torch.testing.assert_close(ours.float(), emulated.float(), **tolerance)
