@@ -61,9 +61,9 @@ RAW_WEIGHT_LAYERS = {
 # group in fp8, CPU emulation, "random / outliers" weight sets of pid.quant.quality. The whole
 # default policy must stay >= 35 dB on both, and the v1 Flux weights <= 1.5 GiB (tests/pid/quant).
 _PIT_GEMM = (
-    "PiT GEMMs sit next to the output and are 6% of the GEMM FLOPs at 2048²: in fp8 the PiT "
-    "compress, expand and attention projections cost 43.4/41.3, 42.0/40.5 and 39.8/38.2 dB, "
-    "together more than all MM-DiT GEMMs"
+    "PiT GEMMs: next to the output, 6% of the GEMM FLOPs at 2048²; in fp8 the compress, expand "
+    "and attention projections cost 43.4/41.3, 42.0/40.5 and 39.8/38.2 dB, together more than "
+    "all MM-DiT GEMMs"
 )
 DEFAULT_RULES = (
     Rule("patch_blocks.*.attn.qkv_[xy]", "fp8", "MM-DiT qkv projections (48.5/45.1 dB)"),

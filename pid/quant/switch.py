@@ -58,6 +58,8 @@ def compile_precision(net: "PiDNet", precision: str, report: "CompileReport") ->
     report.applied.append(f"fp8 weights {quant.weight_bytes / 2**30:.3f} GiB{emulated}; kept by pid.revert")
     for chosen, reason, count in quant.groups():
         if chosen == "bf16":
-            report.skipped[f"fp8 of {reason.split(':')[0]}"] = [f"{count} layers kept in {net.dtype}: {reason}"]
+            what, colon, why = reason.partition(": ")
+            dtype = str(net.dtype).replace("torch.", "")
+            report.skipped[f"fp8 of {what}"] = [f"{count} layers kept in {dtype}: {why if colon else reason}"]
         else:
             report.applied.append(f"{chosen} ({count} layers): {reason}")
