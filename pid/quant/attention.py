@@ -13,7 +13,7 @@ one-pass kernel (so P of block j is exp(S - m_j), m_j = max over blocks <= j).
 
 `attention_core` is exact with respect to that kernel up to float32 summation order; it
 materializes the score matrix, so it is a reference for CPU tests and the CPU decode,
-not a fast path.
+not a fast path. The kernel itself, for the sage recipe, is `pid.quant.triton_attention`.
 """
 
 from __future__ import annotations
@@ -102,10 +102,14 @@ def attention_core(
 
 
 def fp8_attention(recipe: AttentionRecipe, *args, **kwargs):
-    """`pid.seams.attention` with `attention_core` instead of SDPA (same arguments)."""
+    """`pid.seams.attention` with `attention_core` instead of SDPA (same arguments); on a GPU
+    the sage recipe runs the Triton kernel (`pid.quant.triton_attention`) instead."""
     q, k, v, key_mask, text_len = seams.joint_qkv(*args, **kwargs)
     with_text = (args[4] if len(args) > 4 else kwargs.get("qkv_txt")) is not None
-    return seams.split_joint_output(attention_core(q, k, v, key_mask, recipe), text_len, with_text)
+    core = attention_core
+    if q.is_cuda and recipe == RECIPES["sage"]:
+        from pid.quant.triton_attention import triton_attention_core as core
+    return seams.split_joint_output(core(q, k, v, key_mask, recipe), text_len, with_text)
 
 
 def attention_op(recipe_name: str) -> Callable:

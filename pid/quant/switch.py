@@ -2,9 +2,9 @@
 
 Refused on a GPU without fp8 tensor cores (compute capability < 8.9), with the reason. On
 a CPU the fp8 products run through the float32 emulation. On a GPU the attention modules
-stay in bf16 (the fused bf16 attention kernel): fp8 attention exists only as the reference
-of `pid.quant.attention`, which materializes the score matrix. Quantization replaces the
-weights, so `pid.revert` leaves it in place.
+stay in bf16 (the fused bf16 attention kernel) by default: the Triton fp8 attention kernel
+has not run on a GPU yet. Quantization replaces the weights, so `pid.revert` leaves it in
+place.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ if TYPE_CHECKING:
 
 PRECISIONS = ("fp8",)
 NO_FP8_ATTENTION_KERNEL = (
-    "no fp8 attention kernel yet: the fp8 reference materializes the score matrix, so the bf16 "
-    "attention kernel runs instead"
+    "the Triton fp8 attention kernel (pid.quant.triton_attention) has never run on a GPU: the bf16 "
+    "attention kernel runs until a device run checks it (a policy rule can ask for fp8)"
 )
 
 
