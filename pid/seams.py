@@ -141,6 +141,29 @@ def _split_qkv_norm_rope(qkv, num_heads, q_norm_weight, k_norm_weight, rope):
     return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
 
 
+def joint_qkv(qkv_img, img_qk_norm, img_rope, num_heads, qkv_txt=None, txt_qk_norm=None, txt_rope=None,
+              txt_key_mask=None):
+    """The inputs of `attention`'s core: (q, k, v [B, H, Lt+Li, D], key mask [B, 1, 1, Lt+Li] or
+    None, Lt); text tokens first, as the release concatenates them."""
+    q, k, v = _split_qkv_norm_rope(qkv_img, num_heads, *img_qk_norm, img_rope)
+    text_len = 0
+    attn_mask = None
+    if qkv_txt is not None:
+        q_txt, k_txt, v_txt = _split_qkv_norm_rope(qkv_txt, num_heads, *txt_qk_norm, txt_rope)
+        text_len = q_txt.shape[2]
+        q, k, v = torch.cat([q_txt, q], 2), torch.cat([k_txt, k], 2), torch.cat([v_txt, v], 2)
+    if txt_key_mask is not None:
+        image_keep = txt_key_mask.new_ones(txt_key_mask.shape[0], qkv_img.shape[1])
+        attn_mask = torch.cat([txt_key_mask.bool(), image_keep.bool()], 1)[:, None, None, :]
+    return q, k, v, attn_mask, text_len
+
+
+def split_joint_output(out: torch.Tensor, text_len: int, with_text: bool):
+    """[B, H, Lt+Li, D] -> (out_img [B, Li, C], out_txt [B, Lt, C] or None)."""
+    out = out.transpose(1, 2).flatten(2)
+    return out[:, text_len:], (out[:, :text_len] if with_text else None)
+
+
 @seam
 def attention(
     qkv_img: torch.Tensor,
@@ -160,19 +183,11 @@ def attention(
     hides padded caption tokens from every query; the release passes none.
     Returns (out_img [B, Li, C], out_txt [B, Lt, C] or None).
     """
-    q, k, v = _split_qkv_norm_rope(qkv_img, num_heads, *img_qk_norm, img_rope)
-    text_len = 0
-    attn_mask = None
-    if qkv_txt is not None:
-        q_txt, k_txt, v_txt = _split_qkv_norm_rope(qkv_txt, num_heads, *txt_qk_norm, txt_rope)
-        text_len = q_txt.shape[2]
-        q, k, v = torch.cat([q_txt, q], 2), torch.cat([k_txt, k], 2), torch.cat([v_txt, v], 2)
-    if txt_key_mask is not None:
-        image_keep = txt_key_mask.new_ones(txt_key_mask.shape[0], qkv_img.shape[1])
-        attn_mask = torch.cat([txt_key_mask.bool(), image_keep.bool()], 1)[:, None, None, :]
+    q, k, v, attn_mask, text_len = joint_qkv(
+        qkv_img, img_qk_norm, img_rope, num_heads, qkv_txt, txt_qk_norm, txt_rope, txt_key_mask
+    )
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
-    out = out.transpose(1, 2).flatten(2)
-    return out[:, text_len:], (out[:, :text_len] if qkv_txt is not None else None)
+    return split_joint_output(out, text_len, qkv_txt is not None)
 
 
 @seam

@@ -44,6 +44,9 @@ class CompileConfig:
     # torch.compile(fullgraph=True) of the per-step network glue, with this backend.
     compile_glue: Optional[bool] = None
     glue_backend: str = "inductor"
+    # "fp8": quantize the network in place by the pid.quant policy (refused on GPUs without fp8
+    # tensor cores; a CPU runs the emulation; pid.revert keeps it); None keeps the weights.
+    precision: Optional[str] = None
 
 
 @dataclass
@@ -111,6 +114,10 @@ def compile(model: Union[PiDNet, Decoder], config: Optional[CompileConfig] = Non
     net = model.net if isinstance(model, Decoder) else model
     if not isinstance(net, PiDNet):
         raise TypeError(f"pid.compile takes a PiDNet or a pid.Decoder, got {type(model).__name__}")
+    if config.precision is not None:
+        from pid.quant.switch import compile_precision
+
+        compile_precision(net, config.precision, report)
     state = {"net": _compile_net(net, config, report)}
     if isinstance(model, Decoder):
         state["hoist"] = model.hoist_step_invariant

@@ -104,6 +104,8 @@ class BenchSettings:
     runs: int = MIN_GPU_RUNS
     warmup: int = 2
     dtype: torch.dtype = torch.bfloat16
+    # "fp8": paths a-d decode the network quantized by pid.quant (impl names get "_fp8").
+    precision: Optional[str] = None
     device: torch.device = torch.device("cpu")
     seed: int = 0
     compile_mode: str = "max-autotune"
@@ -384,6 +386,10 @@ def run(settings: BenchSettings) -> list[dict]:
         net = net.to(device)
         references = reference_images(net, case_inputs, settings, progress) if settings.reference else {}
         net = net.to(settings.dtype)
+        if settings.precision is not None:
+            from pid.quant.switch import quantize_for
+
+            print(quantize_for(net, settings.precision))
         ceilings = measure_ceilings(device)
         matmul_tflops, matmul_probe = ceilings["matmul_bf16_tflops"], "bf16 " + ceilings["probe"]
         for case, cpu_inputs in case_inputs.items():
@@ -425,7 +431,7 @@ def _finish_row(row, letter, case, settings, matmul_tflops, matmul_probe) -> dic
                          settings.steps) / 1e12
     finished = {
         "case": case.name,
-        "impl": PATHS[letter][0],
+        "impl": PATHS[letter][0] + (f"_{settings.precision}" if settings.precision and letter in "abcd" else ""),
         "arch": settings.arch,
         "image_size": case.image_size,
         "latent_size": build_latent_size(settings.config, case.image_size),
@@ -473,6 +479,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=int, help="untimed decodes first (default 2; 1 on CPU, 0 with --quick)")
     parser.add_argument("--dtype", choices=("bf16", "fp16", "fp32"),
                         help="weights and activations of paths a-d (default: bf16 on a GPU, fp32 on CPU, as pid demo)")
+    parser.add_argument("--precision", choices=("fp8",),
+                        help="fp8: paths a-d run the network quantized by pid.quant (refused without fp8 tensor cores)")
     parser.add_argument("--device", help="default: cuda when available")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--compile-mode", default="max-autotune", help="torch.compile mode of paths (b) and (f)")
@@ -521,6 +529,7 @@ def settings_from_args(args, command: str) -> BenchSettings:
         runs=runs,
         warmup=args.warmup if args.warmup is not None else (0 if args.quick else 1 if reduced else 2),
         dtype=dtype,
+        precision=args.precision,
         device=device,
         seed=args.seed,
         compile_mode=args.compile_mode,

@@ -1,4 +1,4 @@
-"""The `pid` command: decode, export, info, demo, bench, serve.
+"""The `pid` command: decode, export, quantize, info, demo, bench, serve.
 
 Every user error (a missing, empty, truncated or refused file, a bad flag value, a device
 that is not there, a shape that does not fit) prints one line,
@@ -187,9 +187,11 @@ def cmd_decode(args) -> int:
         device = init_from_env(str(as_device(args.device, "--device")) if args.device else None)
     else:
         device = as_device(args.device, "--device")
-    dtype = as_dtype(args.dtype) if args.dtype else default_dtype(device)
+    # fp8 keeps its non-fp8 layers in bf16 unless --dtype says otherwise, as pid.load does.
+    dtype = as_dtype(args.dtype) if args.dtype else None if args.precision else default_dtype(device)
     latent = load_latent(Path(args.latent))
-    net = pid.load(_resolve_checkpoint(args), config=args.config, dtype=dtype, device=device)
+    net = pid.load(_resolve_checkpoint(args), config=args.config, dtype=dtype, device=device,
+                   precision=args.precision)
     if args.size:
         net.geometry.check_image_hw(args.size, "--size")
     if args.backbone:
@@ -249,7 +251,7 @@ def cmd_decode(args) -> int:
     for picture, path in zip(pictures, paths):
         picture.save(path)
     print(f"decoded {tuple(latent.shape)} -> {images.shape[-2]}x{images.shape[-1]} in {time.perf_counter() - start:.2f} s "
-          f"({str(dtype).replace('torch.', '')} on {device}, seed {seed}; --seed {seed} reproduces it)")
+          f"({str(net.dtype).replace('torch.', '')} on {device}, seed {seed}; --seed {seed} reproduces it)")
     print("wrote " + ", ".join(str(p) for p in paths))
     return 0
 
@@ -286,6 +288,16 @@ def cmd_demo(args) -> int:
     from pid.cli import demo
 
     print(demo.main(args.out, args.checkpoint, args.size, as_device(args.device, "--device"), args.seed))
+    return 0
+
+
+def cmd_quantize(args) -> int:
+    from pid.quant.export import quantize_checkpoint
+    from pid.quant.policy import Policy, load_policy
+
+    policy = load_policy(args.policy) if args.policy else Policy()
+    print(quantize_checkpoint(args.checkpoint, args.out, policy))
+    print(f"wrote {args.out}")
     return 0
 
 
@@ -336,6 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="decode as overlapping tiles: SIZE[:OVERLAP] output pixels, multiples of the latent cell")
     decode.add_argument("--dtype", choices=CLI_DTYPES, help="default: bf16 on a GPU, fp32 on the CPU")
     decode.add_argument("--device", help="cuda, cuda:1, cpu (default: cuda when available)")
+    decode.add_argument("--precision", choices=("fp8",),
+                        help="fp8: quantize at load by the pid.quant policy (a `pid quantize` export is fp8 anyway)")
     decode.add_argument("--out", required=True, type=_output_path,
                         help="output image (.png, .jpg, .webp); batches get _0, _1, ...")
     decode.add_argument("--parallel", choices=("auto", "ulysses", "ring", "usp"),
@@ -381,6 +395,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.set_defaults(run=cmd_serve)
+
+    quantize = commands.add_parser("quantize", help="write an fp8 (e4m3) export of a checkpoint")
+    quantize.add_argument("--checkpoint", required=True, help="model_ema_bf16.pth / .safetensors path or a released name")
+    quantize.add_argument("--out", required=True, help="output .safetensors (e4m3 weights, scales, config, layout)")
+    quantize.add_argument("--policy", help="JSON policy file whose rules go before the defaults (pid.quant.policy)")
+    quantize.set_defaults(run=cmd_quantize)
 
     from pid.bench.decode import add_arguments
 

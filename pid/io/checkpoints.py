@@ -122,10 +122,12 @@ def read_state_dict(source: Source) -> tuple[dict[str, torch.Tensor], Optional[d
     return dict(state), config
 
 
-def network_state_dict(raw: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+def network_state_dict(raw: Mapping[str, Any], quantized: bool = False) -> dict[str, torch.Tensor]:
     """Strip `net.`, drop training-only prefixes, refuse non-tensor values; ComfyUI's layout
-    (pid.io.comfy_keys) is mapped to ours, and a layout without PiD's keys is refused."""
-    comfy_keys.check_not_quantized(raw)
+    (pid.io.comfy_keys) is mapped to ours, and a layout without PiD's keys is refused.
+    `quantized`: the file is our own fp8 export (pid.quant), whose layout vouches for its fp8 entries."""
+    if not quantized:
+        comfy_keys.check_not_quantized(raw)
     if comfy_keys.is_comfy_layout(raw):
         raw = comfy_keys.from_comfy(raw)
     state = {}
@@ -309,16 +311,23 @@ def load_into(net: PiDNet, state: Mapping[str, torch.Tensor]) -> None:
     net.load_state_dict(state, strict=False)
 
 
+def _all_finite(tensor: torch.Tensor) -> torch.Tensor:
+    """A 0-dim bool; float8 has no isfinite kernel, so its (exact) values are checked in float32."""
+    if tensor.element_size() == 1:
+        tensor = tensor.float()
+    return torch.isfinite(tensor).all()
+
+
 def check_finite_weights(net: PiDNet, state: Mapping[str, torch.Tensor], source: str) -> None:
     """Every floating weight finite, with one device sync; names the first bad key."""
     params = [(key, value) for key, value in net.state_dict().items() if value.is_floating_point()]
-    finite = torch.stack([torch.isfinite(value).all() for _, value in params]).cpu()
+    finite = torch.stack([_all_finite(value) for _, value in params]).cpu()
     if bool(finite.all()):
         return
     key = params[int((~finite).nonzero()[0])][0]
     others = int((~finite).sum()) - 1
     more = f" and {others} other tensor(s)" if others else ""
-    if bool(torch.isfinite(state[key]).all()):
+    if bool(_all_finite(state[key])):
         raise NonFiniteError(
             f"weight {key!r} of {source} overflows {str(net.dtype).replace('torch.', '')} (it is finite in the "
             f"file): load it in bfloat16 or float32"
@@ -335,6 +344,7 @@ def load(
     dtype: Optional[Union[str, torch.dtype]] = None,
     device: Optional[Union[str, torch.device]] = None,
     check_finite: bool = True,
+    precision: Optional[str] = None,
 ) -> PiDNet:
     """A PiDNet with the weights of `source`, in eval mode.
 
@@ -349,30 +359,57 @@ def load(
     default (the release's bf16 values are exact in either). device: 'cpu' (default), 'cuda',
     'cuda:N' or a torch.device; one that is not there is a ValueError. check_finite=False skips the
     NaN/Inf scan of the weights (one pass over them, one sync) for speed.
+
+    precision="fp8" quantizes the network at load time by the default `pid.quant` policy; a
+    quantized export (`pid quantize`) loads as stored, fp8 without asking. Either way the
+    layers kept out of fp8 are in `dtype`, bfloat16 by default.
     """
-    dtype = as_dtype(dtype) or torch.float32
+    from pid.quant.export import read_layout
+
+    if precision not in (None, "fp8"):
+        raise ValueError(f"precision must be None or 'fp8', got {precision!r}")
+    dtype = as_dtype(dtype)
     device = torch.device("cpu") if device is None else as_device(device)
     raw, file_config = read_state_dict(source)
-    state = network_state_dict(raw)
+    layout = None if isinstance(source, Mapping) else read_layout(_resolve_path(source))
+    state = network_state_dict(raw, quantized=layout is not None)
     name = "the state dict" if isinstance(source, Mapping) else str(source)
     resolved = load_config(state, config if config is not None else file_config, name)
+    if dtype is None:
+        dtype = torch.bfloat16 if layout is not None or precision == "fp8" else torch.float32
     with torch.device("meta"):
         net = PiDNet(**resolved)
+        if layout is not None:
+            layout.apply(net)
     # Allocate in the target dtype so a bf16 load never holds a float32 copy.
     net = net.to_empty(device=device).to(dtype)
     load_into(net, state)
-    if check_finite:
-        check_finite_weights(net, state, name)
+    if layout is not None:
+        layout.check(net, state)
     if net.lq_proj.lq_aux_rgb_head is not None and not any(k.startswith(OPTIONAL_PREFIXES) for k in state):
-        # The released students ship without the training-only head; keep it but mark it unusable.
+        # The released students ship without the training-only head: drop its uninitialised memory.
         net.lq_proj.lq_aux_rgb_head = None
+    if check_finite:  # after the drop above: only weights that came from the file are scanned
+        check_finite_weights(net, state, name)
+    if precision == "fp8" and layout is None:
+        from pid.quant.convert import quantize_model
+
+        quantize_model(net)
     return net.eval()
 
 
 def save_safetensors(net: PiDNet, path: Union[str, os.PathLike], dtype: Optional[Union[str, torch.dtype]] = None) -> None:
-    """Write `net` as `.safetensors` with the release's `net.` keys and our config as metadata."""
+    """Write `net` as `.safetensors` with the release's `net.` keys and our config as metadata.
+    A quantized network (`pid.quant`) keeps its e4m3 weights and float32 scales (`dtype`
+    casts the rest) and records its layout, so `load` rebuilds it."""
     from safetensors.torch import save_file
 
+    from pid.quant.export import export_metadata, is_quantized, quantized_keys
+
     dtype = as_dtype(dtype)
-    state = {PREFIX + k: (v.to(dtype) if dtype else v).contiguous() for k, v in net.state_dict().items()}
-    save_file(state, str(path), metadata={CONFIG_METADATA_KEY: json.dumps(net.config)})
+    kept = quantized_keys(net)
+    state = {PREFIX + k: (v.to(dtype) if dtype and k not in kept else v).contiguous() for k, v in net.state_dict().items()}
+    metadata = {CONFIG_METADATA_KEY: json.dumps(net.config)}
+    if is_quantized(net):
+        metadata.update(export_metadata(net.pid_quant))
+    save_file(state, str(path), metadata=metadata)

@@ -46,6 +46,9 @@ class SwiGLU(nn.Module):
 class JointAttention(nn.Module):
     """Projections of the MM-DiT joint attention: one qkv/proj pair and q/k norms per stream."""
 
+    # The attention core, seams.attention's signature; pid.quant sets an fp8 one per instance.
+    attention_op = staticmethod(seams.attention)
+
     def __init__(self, dim: int, num_heads: int):
         super().__init__()
         self.num_heads = num_heads
@@ -60,7 +63,7 @@ class JointAttention(nn.Module):
         self.proj_y = nn.Linear(dim, dim)
 
     def forward(self, image_in, text_in, image_rope, text_rope, txt_key_mask, with_text_output: bool):
-        out_img, out_txt = seams.attention(
+        out_img, out_txt = self.attention_op(
             self.qkv_x(image_in),
             (self.q_norm_x.weight, self.k_norm_x.weight),
             image_rope,
@@ -134,6 +137,8 @@ class MMDiTBlock(nn.Module):
 
 
 class PixelAttention(nn.Module):
+    attention_op = staticmethod(seams.attention)  # as JointAttention.attention_op
+
     def __init__(self, dim: int, num_heads: int):
         super().__init__()
         self.num_heads = num_heads
@@ -143,7 +148,7 @@ class PixelAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, tokens: torch.Tensor, rope) -> torch.Tensor:
-        out, _ = seams.attention(
+        out, _ = self.attention_op(
             self.qkv(tokens), (self.q_norm.weight, self.k_norm.weight), rope, self.num_heads
         )
         return self.proj(out)
