@@ -8,6 +8,10 @@ ATTENTION = {"BLOCK_M": 128, "BLOCK_N": 128, "num_warps": 8, "num_stages": 3, "F
 # attention (64 < head_dim <= 128): reasoned, not measured: 64-key steps keep the padded 128-wide tiles spill-free (ptxas), 129 KB smem.
 ATTENTION_D128 = {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 8, "num_stages": 3, "FUSED_K_MAX_Q_TILES": 2}
 
+# attention with prepared keys, bf16/fp16 (_pipelined_attention_kernel): k/v by TMA, warp-specialized loop with
+# tcgen05 issued from its own partition; measured below.
+ATTENTION_PIPELINED = {"BLOCK_M": 128, "BLOCK_N": 128, "num_warps": 4, "num_stages": 2, "WARP_SPECIALIZE": 1}
+ATTENTION_PIPELINED_D128 = {"BLOCK_M": 128, "BLOCK_N": 128, "num_warps": 4, "num_stages": 2, "WARP_SPECIALIZE": 1}
 # Reasoned, not measured: Hopper's tile; 128x256 spills here too (the epilogue holds the accumulator in registers).
 SIGMA_GATE = {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "num_warps": 8, "num_stages": 4,
               "ROW_ELEMENTS": 8192, "per_token_warps": 8}

@@ -8,6 +8,10 @@ ATTENTION = {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 8, "num_stages": 2, "FU
 # attention (64 < head_dim <= 128): reasoned, not measured: 128x64 over 8 warps spills least (ptxas: 80 B stack vs 488 B at 64 rows/4 warps), 64 KB smem.
 ATTENTION_D128 = {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 8, "num_stages": 2, "FUSED_K_MAX_Q_TILES": 2}
 
+# attention with prepared keys, bf16/fp16 (_pipelined_attention_kernel): k/v by TMA, mma.sync, no warp
+# specialization; tiles sized for 99 KB of smem; measured below.
+ATTENTION_PIPELINED = {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 8, "num_stages": 2, "WARP_SPECIALIZE": 0}
+ATTENTION_PIPELINED_D128 = {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 8, "num_stages": 2, "WARP_SPECIALIZE": 0}
 # Reasoned, not measured: no wgmma/tcgen05 (mma.sync), ~100 KB smem: 128x128x32 tiles, 4 stages in 48 KB as compiled.
 SIGMA_GATE = {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 32, "num_warps": 8, "num_stages": 4,
               "ROW_ELEMENTS": 8192, "per_token_warps": 8}

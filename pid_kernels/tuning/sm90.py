@@ -8,6 +8,10 @@ ATTENTION = {"BLOCK_M": 128, "BLOCK_N": 128, "num_warps": 8, "num_stages": 3, "F
 # attention (64 < head_dim <= 128, PiT's 72 padded to 128): 64-key steps keep the 128-wide accumulator in registers (ptxas: no spills), 128 KB smem.
 ATTENTION_D128 = {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 8, "num_stages": 3, "FUSED_K_MAX_Q_TILES": 2}
 
+# attention with prepared keys, bf16/fp16 (pid_kernels/triton/attention.py, _pipelined_attention_kernel): k/v by TMA,
+# warp-specialized loop (Triton's Hopper autoWS: 4 warps become a producer + two 64-row consumer warpgroups); measured below.
+ATTENTION_PIPELINED = {"BLOCK_M": 128, "BLOCK_N": 128, "num_warps": 4, "num_stages": 2, "WARP_SPECIALIZE": 1}
+ATTENTION_PIPELINED_D128 = {"BLOCK_M": 128, "BLOCK_N": 128, "num_warps": 4, "num_stages": 2, "WARP_SPECIALIZE": 1}
 # 128x128 wgmma tile, 4 x 32 KB stages, no spills (128x256 spills once the epilogue loads x, lq); GEMV: 4 rows of C=1536.
 SIGMA_GATE = {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "num_warps": 8, "num_stages": 4,
               "ROW_ELEMENTS": 8192, "per_token_warps": 8}
