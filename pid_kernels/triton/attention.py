@@ -385,16 +385,23 @@ def mma_useful_fraction(head_dim: int, pipelined: bool) -> float:
     return head_dim / issued
 
 
-def _tuning(op: str, head_dim: int, dtype: torch.dtype, arch: Optional[str] = None) -> dict:
-    tuning = config(op if head_dim <= 64 else f"{op}_d128", arch)
+def _tuning(head_dim: int, dtype: torch.dtype) -> dict:
+    tuning = config("attention" if head_dim <= 64 else "attention_d128")
     if dtype == torch.float32:
         tuning = {key: min(value, FLOAT32_TILE_CAPS.get(key, value)) for key, value in tuning.items()}
     return tuning
 
 
+def dispatch(head_dim: int, joint_tokens: int, arch: Optional[str] = None) -> dict:
+    """The tuning table's choice for this shape: {"backend": "ours" or "sdpa", "entry", "measured"}."""
+    table = config("attention_dispatch", arch)
+    entry = f"d{64 if head_dim <= 64 else 128}_{'long' if joint_tokens > table['LONG_TOKENS'] else 'short'}"
+    return {"backend": table[entry], "entry": entry, "measured": table["measured"]}
+
+
 def pipelined_launch(head_dim: int, dtype: torch.dtype, arch: Optional[str] = None) -> tuple[dict, dict]:
     """(constexprs, launch options) of _pipelined_attention_kernel from the arch's tuning table."""
-    tuning = _tuning("attention_pipelined", head_dim, dtype, arch)
+    tuning = config("attention_pipelined", arch)
     d_main, d_tail = head_split(head_dim)
     constexprs = dict(D_MAIN=d_main, D_TAIL=d_tail, BLOCK_M=tuning["BLOCK_M"], BLOCK_N=tuning["BLOCK_N"],
                       NUM_STAGES=tuning["num_stages"], WARP_SPECIALIZE=bool(tuning["WARP_SPECIALIZE"]))
@@ -461,7 +468,7 @@ def _fused_attention(
     flags = dict(IMG_ROPE=img_cos is not None, TXT_ROPE=has_text and txt_cos is not None,
                  HAS_KEY_MASK=txt_key_mask is not None, HEAD_DIM=head_dim, INTERPRET=interpreting())
 
-    tuning = _tuning("attention", head_dim, qkv_img.dtype)
+    tuning = _tuning(head_dim, qkv_img.dtype)
     block_d = max(16, triton.next_power_of_2(head_dim))
     query_tiles = triton.cdiv(txt_len, tuning["BLOCK_M"]) + triton.cdiv(img_len, tuning["BLOCK_M"])
     k_prepared = query_tiles > tuning["FUSED_K_MAX_Q_TILES"]
@@ -580,6 +587,10 @@ def supports(
     if qkv_img.shape[1] == 0:
         reasons.append("no image tokens")
     reasons += _stream_reasons("image", qkv_img, img_qk_norm, img_rope, head_dim)
+    text_tokens = qkv_txt.shape[1] if qkv_txt is not None and qkv_txt.dim() == 3 else 0
+    choice = dispatch(head_dim, qkv_img.shape[1] + text_tokens)
+    if choice["backend"] != "ours":
+        reasons.append(f"ATTENTION_DISPATCH[{choice['entry']!r}] picks {choice['backend']} (measured: {choice['measured']})")
     if qkv_txt is None:
         if txt_key_mask is not None:
             reasons.append("txt_key_mask without a text stream")

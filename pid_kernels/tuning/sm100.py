@@ -8,10 +8,15 @@ ATTENTION = {"BLOCK_M": 128, "BLOCK_N": 128, "num_warps": 8, "num_stages": 3, "F
 # attention (64 < head_dim <= 128): reasoned, not measured: 64-key steps keep the padded 128-wide tiles spill-free (ptxas), 129 KB smem.
 ATTENTION_D128 = {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 8, "num_stages": 3, "FUSED_K_MAX_Q_TILES": 2}
 
-# attention with prepared keys, bf16/fp16 (_pipelined_attention_kernel): k/v by TMA, warp-specialized loop with
-# tcgen05 issued from its own partition; measured below.
+# attention, long sequences in bf16/fp16 (_pipelined_attention_kernel: prepared q/k/v read by TMA, one
+# warp-specialized loop; head dim 72 as 64 + 16): tcgen05 issued from its own partition (12 warps; 16 at d72 on 3.6);
+# compiled (3.6 and 3.9, bf16, d64 / d72): 168 regs (128 on 3.6 d72), no spills, 84 / 106 KB smem, 1 CTA per SM, TMA. Not timed.
 ATTENTION_PIPELINED = {"BLOCK_M": 128, "BLOCK_N": 128, "num_warps": 4, "num_stages": 2, "WARP_SPECIALIZE": 1}
-ATTENTION_PIPELINED_D128 = {"BLOCK_M": 128, "BLOCK_N": 128, "num_warps": 4, "num_stages": 2, "WARP_SPECIALIZE": 1}
+# Our attention or the best SDPA backend (plus its separate norm + RoPE), per head-dim class (d64: <= 64) and
+# joint tokens (long: > LONG_TOKENS). Unmeasured (no device run yet): ours everywhere until one says otherwise.
+ATTENTION_DISPATCH = {"d64_short": "ours", "d64_long": "ours", "d128_short": "ours", "d128_long": "ours",
+                      "LONG_TOKENS": 4096, "measured": "no"}
+
 # Reasoned, not measured: Hopper's tile; 128x256 spills here too (the epilogue holds the accumulator in registers).
 SIGMA_GATE = {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "num_warps": 8, "num_stages": 4,
               "ROW_ELEMENTS": 8192, "per_token_warps": 8}

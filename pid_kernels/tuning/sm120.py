@@ -8,10 +8,15 @@ ATTENTION = {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 8, "num_stages": 2, "FU
 # attention (64 < head_dim <= 128): reasoned, not measured: 128x64 over 8 warps spills least (ptxas: 80 B stack vs 488 B at 64 rows/4 warps), 64 KB smem.
 ATTENTION_D128 = {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 8, "num_stages": 2, "FUSED_K_MAX_Q_TILES": 2}
 
-# attention with prepared keys, bf16/fp16 (_pipelined_attention_kernel): k/v by TMA, mma.sync, no warp
-# specialization; tiles sized for 99 KB of smem; measured below.
+# attention, long sequences in bf16/fp16 (_pipelined_attention_kernel: prepared q/k/v read by TMA, one
+# warp-specialized loop; head dim 72 as 64 + 16): no warp specialization, mma.sync, 64-key steps for the 99 KB of smem;
+# compiled (3.9, bf16, d64 / d72): 139-170 regs, no spills, 33 / 41 KB smem, 1 CTA per SM, TMA. Not timed.
 ATTENTION_PIPELINED = {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 8, "num_stages": 2, "WARP_SPECIALIZE": 0}
-ATTENTION_PIPELINED_D128 = {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 8, "num_stages": 2, "WARP_SPECIALIZE": 0}
+# Our attention or the best SDPA backend (plus its separate norm + RoPE), per head-dim class (d64: <= 64) and
+# joint tokens (long: > LONG_TOKENS). Unmeasured (no device run yet): ours everywhere until one says otherwise.
+ATTENTION_DISPATCH = {"d64_short": "ours", "d64_long": "ours", "d128_short": "ours", "d128_long": "ours",
+                      "LONG_TOKENS": 4096, "measured": "no"}
+
 # Reasoned, not measured: no wgmma/tcgen05 (mma.sync), ~100 KB smem: 128x128x32 tiles, 4 stages in 48 KB as compiled.
 SIGMA_GATE = {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 32, "num_warps": 8, "num_stages": 4,
               "ROW_ELEMENTS": 8192, "per_token_warps": 8}

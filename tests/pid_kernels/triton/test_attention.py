@@ -39,14 +39,32 @@ def attention_args(
 
 @pytest.fixture
 def blocks(monkeypatch):
-    """blocks(m, n, fused_k_tiles): launch config for both head-dim classes (default: the arch table)."""
+    """blocks(m, n, fused_k_tiles, pipelined_block=None): launch config for both head-dim classes and
+    square tiles for the pipelined kernel (default: the arch table)."""
 
-    def set_blocks(block_m, block_n, fused_k_max_q_tiles):
+    def set_blocks(block_m, block_n, fused_k_max_q_tiles, pipelined_block=None):
         value = f"BLOCK_M={block_m},BLOCK_N={block_n},FUSED_K_MAX_Q_TILES={fused_k_max_q_tiles}"
         monkeypatch.setenv("PID_TUNING_ATTENTION", value)
         monkeypatch.setenv("PID_TUNING_ATTENTION_D128", value)
+        if pipelined_block:
+            monkeypatch.setenv("PID_TUNING_ATTENTION_PIPELINED", f"BLOCK_M={pipelined_block},BLOCK_N={pipelined_block}")
 
     return set_blocks
+
+
+@pytest.fixture
+def pipelined_launches(monkeypatch):
+    """A list that gets one entry per launch of the pipelined kernel (the path bf16/fp16 take with prepared keys)."""
+    launches = []
+    kernel = attention._pipelined_attention_kernel
+
+    class Counting:
+        def __getitem__(self, grid):
+            launches.append(grid)
+            return kernel[grid]
+
+    monkeypatch.setattr(attention, "_pipelined_attention_kernel", Counting())
+    return launches
 
 
 def check(args, what):
@@ -73,6 +91,43 @@ def test_image_only(blocks, fused_k_max_q_tiles):
     """PiT: image-only attention, 3 heads of 72 on a 7x9 grid."""
     blocks(32, 16, fused_k_max_q_tiles)
     check(attention_args(heads=3, head_dim=72, grid_hw=(7, 9), text_len=0), "d72 image only")
+
+
+# Odd shapes (flash-attention's own test habit): sequences 97 and 1025, head dims 64, 72 (64 + 16) and 40
+# (32 + 16), batch 3, caption masks, in fp32 (pointer kernel) and fp16/bf16 (pipelined kernel). Sequence
+# 16684 (v1 at 2048²: 300 + 16384) takes over 10 minutes per dtype in the interpreter even at one head and
+# batch 1, so it runs in test_cuda_release_like_shapes only.
+# (seed arguments, pipelined tile): 32-wide tiles put the text/image boundary and the ragged end inside
+# tiles at sequence 97; 128 at 1025 keeps the interpreter's time down (1025 = 8 x 128 + 1: still ragged).
+ODD_SHAPES = {
+    "s97 d64 b3 masked": (dict(batch=3, heads=2, head_dim=64, grid_hw=(1, 90), text_len=7, key_mask=True), 32),
+    "s97 d40 b3 masked": (dict(batch=3, heads=1, head_dim=40, grid_hw=(9, 10), text_len=7, key_mask=True), 32),
+    "s97 d72 b3 image": (dict(batch=3, heads=1, head_dim=72, grid_hw=(1, 97), text_len=0), 32),
+    "s1025 d72 image": (dict(batch=1, heads=1, head_dim=72, grid_hw=(25, 41), text_len=0), 128),
+    "s1025 d64 masked": (dict(batch=1, heads=1, head_dim=64, grid_hw=(28, 36), text_len=17, key_mask=True), 128),
+}
+
+
+@pytest.mark.parametrize("what", ODD_SHAPES)
+def test_odd_shapes(blocks, pipelined_launches, what):
+    shape, pipelined_block = ODD_SHAPES[what]
+    blocks(64, 64, 0, pipelined_block)
+    check(attention_args(**shape), what)
+    assert len(pipelined_launches) == 2, "fp16 and bf16 should take the pipelined kernel"
+
+
+def test_head_split_keeps_useful_mma_work():
+    assert attention.head_split(72) == (64, 16) and attention.head_split(40) == (32, 16)
+    assert attention.head_split(64) == (64, 0) and attention.head_split(100) == (128, 0)
+    assert attention.mma_useful_fraction(72, pipelined=True) == 0.9
+    assert attention.mma_useful_fraction(72, pipelined=False) == 72 / 128
+
+
+def test_dispatch_entry_can_pick_sdpa(monkeypatch):
+    args = attention_args(head_dim=64, grid_hw=(3, 5), text_len=7)
+    assert attention.dispatch(64, 22) == {"backend": "ours", "entry": "d64_short", "measured": "no"}
+    monkeypatch.setenv("PID_TUNING_ATTENTION_DISPATCH", "d64_short=sdpa")
+    assert "ATTENTION_DISPATCH['d64_short'] picks sdpa (measured: no)" in attention.supports(*args)
 
 
 def test_long_caption_default_tuning():
