@@ -5,7 +5,7 @@ import torch
 
 import pid
 import pid_kernels
-from kernel_testing import DTYPES, assert_within_eager_error, maybe_compiled
+from kernel_testing import DTYPES, FACTOR, assert_within_eager_error, maybe_compiled
 from pid.model.positions import rope_2d, rope_text
 from pid_kernels.triton import attention
 from pid_kernels.runtime import interpreting
@@ -196,12 +196,42 @@ def test_enabled_in_tiny_decode():
     torch.testing.assert_close(ours, expected, **DECODE_TOLERANCE[torch.float32])
 
 
+@pytest.mark.parametrize("case", ["v1_tiny", "v15_tiny"])
+def test_golden_bf16_through_pipelined_kernel(golden, blocks, pipelined_launches, case):
+    """A golden forward in bf16 with every attention on the pipelined kernel (keys prepared everywhere),
+    against the float32 golden velocity: ||d||_2 within FACTOR x the eager bf16 forward's (the golden
+    README's rule for bf16 paths: PyTorch's own bf16 error on the same case)."""
+    g = golden(case)
+    blocks(16, 16, 0)
+    net = pid.load(g.weights(), config=g.config, dtype=torch.bfloat16)
+    inputs = [g[f"inputs.{name}"] for name in ("x_t", "t", "y", "lq_latent", "degrade_sigma")]
+    x_t, t, y, lq_latent, degrade_sigma = [x.bfloat16() if x.is_floating_point() else x for x in inputs]
+    truth = g["outputs.velocity"].double()
+
+    def error():
+        with torch.no_grad():
+            velocity = net(x_t, t, y, lq_latent=lq_latent, degrade_sigma=degrade_sigma)
+        return ((velocity.double() - truth).norm() / truth.norm()).item()
+
+    eager = error()
+    pid_kernels.enable([attention.NAME], strict=True)
+    try:
+        ours = error()
+    finally:
+        pid_kernels.disable([attention.NAME])
+    assert pipelined_launches, "the pipelined kernel did not run"
+    assert ours <= FACTOR * eager, f"{case}: bf16 relative L2 error {ours:.3e} > {FACTOR} x eager {eager:.3e}"
+
+
 @pytest.mark.gpu
 def test_cuda_release_like_shapes():
     """Compiled for the GPU with the arch table's tiles: 24x64 joint with 300 masked text tokens
-    (key pre-pass), 16x72 PiT on a 32x32 grid, and a short joint case (keys normed in the loop)."""
+    (pipelined), v1's 2048² sequence (300 + 16384) at 2 heads, 16x72 PiT on a 32x32 grid, and a short
+    joint case (keys normed in the loop)."""
     assert not interpreting()
     cases = {
+        "d64 joint s16684": attention_args(batch=1, heads=2, head_dim=64, grid_hw=(128, 128), text_len=300,
+                                           key_mask=True),
         "d64 joint lt300": attention_args(batch=1, heads=24, head_dim=64, grid_hw=(32, 32), text_len=300,
                                           key_mask=True),
         "d72 image only": attention_args(batch=2, heads=16, head_dim=72, grid_hw=(32, 32), text_len=0),
