@@ -1,41 +1,59 @@
 """Fused QK-RMSNorm + RoPE + joint attention: the `attention` seam in Triton.
 
-One flash-attention forward reads q, k, v straight from the fused qkv projections
-[B, L, 3*H*D] (q, k, v of head h at channels (0H+h)D, (1H+h)D, (2H+h)D) of up to
-two streams, text first then image, through two pointers: no split, no
-transpose, no torch.cat. Query tiles never straddle the streams (text tiles come
-first in the grid), and each program walks the text keys, then the image keys.
+Two kernels read q, k, v straight from the fused qkv projections [B, L, 3*H*D]
+(q, k, v of head h at channels (0H+h)D, (1H+h)D, (2H+h)D) of up to two streams,
+text first then image, through two pointers: no split, no transpose, no torch.cat.
+Every q and k row is RMS-normalised (float32 statistics), scaled by its stream's
+weight and rotated (RoPE on adjacent channel pairs: the pair partner is the same
+row loaded at channel d ^ 1, so the rotation is elementwise) inside our kernels.
 
-Prologue. Each query tile is RMS-normalised (float32 statistics), scaled by its
-stream's weight and rotated (RoPE on adjacent channel pairs: the pair partner is
-the same row loaded at channel d ^ 1, so the rotation is elementwise) once per
-program. Keys get the same treatment, either
-  * in the key loop (`fused` k prologue: one launch, no scratch), or
-  * in a small pre-pass that writes the normed, rotated keys once to a scratch
-    [B, H, Lt+Li, D] buffer (`prepared` k); the key loop is then a plain
-    flash-attention loop (sm90 SASS: as many instructions per step as a minimal
-    Triton flash attention, no spills).
-Fusing recomputes the key prologue for every query tile and doubles the loop's
-instructions (sm90 SASS, Triton 3.9); its extra loads also rule out multi-stage
-pipelining. The pre-pass costs one launch and 4 bytes per key channel, ~1% of an
-attention at 16684 tokens (estimated). So the tuning table's FUSED_K_MAX_Q_TILES picks
-fusion only for sequences of one or two query tiles.
+Pipelined kernel (`_pipelined_attention_kernel`; bf16/fp16 whenever the sequence
+has more than FUSED_K_MAX_Q_TILES query tiles and D * element size is a multiple
+of 16, i.e. every PiD attention at real sizes). A pre-pass (`_prepare_k_kernel`)
+writes the normed, rotated q and k and a copy of v, joint text-then-image, to
+[B, H, Lt+Li, D] scratch (2 bytes x 3 per channel per token: ~1% of an attention
+at 16684 tokens, estimated, not timed); the attention then reads them by TMA
+(on-device tensor descriptors) in one `tl.range(..., warp_specialize=True)` loop
+over the joint keys, with caption-mask / ragged-end biases read by TMA too
+(Triton's Hopper warp specialization takes no pointer loads, no second loop and
+no tail step). Head dim 72 runs as dots of 64 + 16 channels (TMA zero-fills
+channels 72..79): 90% useful MMA work instead of 56% padded to 128 (40: 32 + 16,
+83%). Compiled without a GPU (pid_kernels/triton/_sass.py; bf16, 128x128 tiles,
+4 warps asked; Triton 3.6 and 3.9):
+  * sm_90a: Hopper autoWS makes a producer and two consumer warpgroups of 64 rows
+    (12 warps), 168 registers, no spills, 99 KB (d64) / 120 KB (d72) smem, one
+    CTA per SM, wgmma + TMA. Each consumer waits for its own wgmma (pending 0):
+    the softmax overlaps the other consumer's MMA, unordered (no ping-pong
+    barrier); no wait leaves groups in flight across a softmax (Triton makes a
+    wgmma asynchronous only when its result feeds the next iteration's dot as an
+    accumulator, so an S = QK^T issued for block j+1 before block j's softmax,
+    written out by hand, still gets a wait 0; checked on 3.6 and 3.9).
+  * sm_100a: tcgen05 issued from its own partition, the softmax in others; 12
+    warps (16 for d72 on 3.6), 168 registers (128), no spills, 84 / 106 KB smem,
+    one CTA per SM, TMA.
+  * sm_120: no warp specialization, mma.sync, 64-key steps; 139-170 registers,
+    no spills, 33 / 41 KB of the 99 KB smem.
+None of this is timed: no device run yet.
 
-Tiling for H100 at head dim 64 (target >= 400 TFLOP/s and >= 95% of the best
-SDPA backend; not yet measured): BLOCK_M=128 query rows over 8 warps (two
-warpgroups of 64 rows, each issuing wgmma with q in registers), BLOCK_N=128 keys
-per step, three cp.async stages for k/v (plain pointer loads feeding tl.dot are
-pipelined through shared memory; 112 KB, two programs per SM), no register
-spills; softmax scale * log2(e) folded into one FMA with the running max, exp2,
+Pointer kernel (`_attention_kernel`; float32, short sequences, unaligned head
+dims): query tiles never straddle the streams (text tiles come first in the
+grid), and each program walks the text keys, then the image keys. Keys are normed
+either in the key loop (`fused` k prologue: one launch, no scratch; for at most
+FUSED_K_MAX_Q_TILES query tiles, since it recomputes the prologue per query tile
+and its extra loads rule out multi-stage pipelining) or by the pre-pass. Head dim
+72 is padded to BLOCK_D=128 in registers, never in memory. float32 inputs use
+three-pass tf32 dots on smaller tiles (FLOAT32_TILE_CAPS).
+
+Both: softmax scale * log2(e) folded into one FMA with the running max, exp2,
 float32 accumulation; the grid's fastest axis is the query tile, so the programs
-of one head run together and share its k/v in L2. Head dim 72 (PiT) is padded
-to BLOCK_D=128 in registers, never in memory. float32 inputs use three-pass tf32
-dots on smaller tiles (FLOAT32_TILE_CAPS).
+of one head run together and share its k/v in L2.
 
-Tuning keys (pid_kernels/tuning/<arch>.py, ATTENTION for head_dim <= 64 and
-ATTENTION_D128 for 64 < head_dim <= 128): BLOCK_M, BLOCK_N, num_warps,
-num_stages, FUSED_K_MAX_Q_TILES (fuse the key prologue when there are at most
-this many query tiles per head).
+Tuning keys (pid_kernels/tuning/<arch>.py): ATTENTION (head_dim <= 64) and
+ATTENTION_D128 (64 < head_dim <= 128) for the pointer kernel: BLOCK_M, BLOCK_N,
+num_warps, num_stages, FUSED_K_MAX_Q_TILES (fuse the key prologue when there are at
+most this many query tiles per head; it also decides pipelined vs pointer).
+ATTENTION_PIPELINED: BLOCK_M, BLOCK_N, num_warps, num_stages, WARP_SPECIALIZE.
+ATTENTION_DISPATCH: ours or SDPA per head-dim class and length (`dispatch`).
 """
 
 from __future__ import annotations
