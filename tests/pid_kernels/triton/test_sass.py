@@ -13,11 +13,23 @@ from pid_kernels.triton import _sass, attention
 # Compiling needs the real @triton.jit functions: a process without TRITON_INTERPRET.
 COMPILE = """
 import json, sys, torch
-from pid_kernels.triton import _sass, attention
-arch, head_dim = sys.argv[1], int(sys.argv[2])
-spec = attention.pipelined_compile_spec(head_dim, torch.bfloat16, arch)
+from pid_kernels.triton import _sass, attention, swiglu
+arch, kernel = sys.argv[1], sys.argv[2]
+if kernel == "swiglu":
+    spec = swiglu.compile_spec(torch.bfloat16, arch)
+else:
+    spec = attention.pipelined_compile_spec(int(kernel.removeprefix("attention_d")), torch.bfloat16, arch)
 print(json.dumps(_sass.kernel_facts(_sass.compile_for(**spec), arch)))
 """
+
+
+def compiled_facts(arch: str, kernel: str) -> dict:
+    """kernel_facts of "swiglu" or "attention_d<head dim>" compiled for arch in a fresh process."""
+    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
+    run = subprocess.run([sys.executable, "-c", COMPILE, arch, kernel], env={**env, "PYTHONPATH": str(REPO)},
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return json.loads(run.stdout.strip().splitlines()[-1])
 
 # PTX shapes of the three overlaps and of none (instructions only, in program order).
 WAIT_PENDING = "wgmma.mma_async; wgmma.wait_group.sync.aligned 1; ex2.approx.f32; wgmma.wait_group.sync.aligned 0;"
@@ -40,12 +52,14 @@ def test_softmax_overlap_kinds(ptx, kind):
 ])
 def test_pipelined_attention_compiles_as_designed(arch, head_dim, mma, overlap):
     """v1/PiT shapes' kernel (caption mask or ragged keys) as the launcher builds it: the docstring's claims."""
-    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
-    run = subprocess.run([sys.executable, "-c", COMPILE, arch, str(head_dim)], env={**env, "PYTHONPATH": str(REPO)},
-                         capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stderr[-3000:]
-    facts = json.loads(run.stdout.strip().splitlines()[-1])
+    facts = compiled_facts(arch, f"attention_d{head_dim}")
     assert facts["spills"] == 0 and facts["mma"] == mma and facts["tma"], facts
     assert facts["warp_specialized"] and facts["softmax_overlap"] == overlap, facts
     assert facts["ctas_per_sm"] == 1, facts
     assert attention.mma_useful_fraction(head_dim, pipelined=True) >= 0.85
+
+
+def test_swiglu_compiles_without_spills():
+    """sm_90a: the fused SwiGLU GEMM stays on wgmma with both accumulators in registers."""
+    facts = compiled_facts("sm_90a", "swiglu")
+    assert facts["spills"] == 0 and facts["mma"] == "wgmma", facts
