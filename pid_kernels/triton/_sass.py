@@ -35,14 +35,18 @@ OVERLAP_KINDS = ("wait_pending", "mma_partition", "consumer_warpgroups")
 
 
 def compile_for(fn, signature: dict, constexprs: dict, arch: str, num_warps: int, num_stages: int):
-    """triton.compile of a @triton.jit function for `arch` (a key of ARCH_LIMITS), without a GPU."""
+    """triton.compile of a @triton.jit function for `arch` (a key of ARCH_LIMITS), without a GPU.
+
+    Pointer arguments are taken as 16-byte aligned, as the launcher specializes torch's allocations."""
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
     if arch not in ARCH_LIMITS:
         raise ValueError(f"arch {arch!r} is not one of {sorted(ARCH_LIMITS)}")
     signature = {**signature, **{name: "constexpr" for name in constexprs}}
-    source = ASTSource(fn, signature, constexprs=constexprs)
+    order = [name for name in fn.arg_names if name in signature]
+    aligned = {(order.index(name),): [["tt.divisibility", 16]] for name, kind in signature.items() if kind[0] == "*"}
+    source = ASTSource(fn, signature, constexprs=constexprs, attrs=aligned)
     target = GPUTarget("cuda", ARCH_LIMITS[arch]["capability"], 32)
     return triton.compile(source, target=target, options={"num_warps": num_warps, "num_stages": num_stages})
 

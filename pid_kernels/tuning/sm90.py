@@ -3,9 +3,10 @@
 One dict per op, named after the op in upper case. Each op module documents its keys.
 """
 
-# attention (head_dim <= 64): two warpgroups of 64 query rows each issue wgmma on 128-key steps; ptxas: 237 regs, no spills, 112 KB smem in 3 stages.
+# attention, pointer kernel (float32, short sequences, unaligned head dims; bf16 long sequences take ATTENTION_PIPELINED).
+# head_dim <= 64: compiled (bf16, prepared keys; 3.9 / 3.6): 237 / 223 regs, no spills, 80 KB smem, 1 CTA per SM, wgmma.
 ATTENTION = {"BLOCK_M": 128, "BLOCK_N": 128, "num_warps": 8, "num_stages": 3, "FUSED_K_MAX_Q_TILES": 2}
-# attention (64 < head_dim <= 128, PiT's 72 padded to 128): 64-key steps keep the 128-wide accumulator in registers (ptxas: no spills), 128 KB smem.
+# 64 < head_dim <= 128 (72 padded to 128): compiled (bf16, prepared keys; 3.9 / 3.6): 255 regs, 120 / 32 B spills, 96 KB smem.
 ATTENTION_D128 = {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 8, "num_stages": 3, "FUSED_K_MAX_Q_TILES": 2}
 
 # attention, long sequences in bf16/fp16 (_pipelined_attention_kernel: prepared q/k/v read by TMA, one
