@@ -9,7 +9,7 @@ row loaded at channel d ^ 1, so the rotation is elementwise) inside our kernels.
 
 Pipelined kernel (`_pipelined_attention_kernel`; bf16/fp16 whenever the sequence
 has more than FUSED_K_MAX_Q_TILES query tiles and D * element size is a multiple
-of 16, i.e. every PiD attention at real sizes). A pre-pass (`_prepare_k_kernel`)
+of 16, i.e. every PiD attention at real sizes). A pre-pass (`_prepare_qkv_kernel`)
 writes the normed, rotated q and k and a copy of v, joint text-then-image, to
 [B, H, Lt+Li, D] scratch (2 bytes x 3 per channel per token: ~1% of an attention
 at 16684 tokens, estimated, not timed); the attention then reads them by TMA
@@ -254,7 +254,7 @@ if triton is not None:
             tl.store(img_out + batch * img_len * width + out_offsets, out.to(img_out.dtype.element_ty), mask=out_mask)
 
     @triton.jit
-    def _prepare_k_kernel(
+    def _prepare_qkv_kernel(
         img_qkv, img_k_weight, img_q_weight, img_cos, img_sin, img_len, img_stride_b, img_stride_l,
         txt_qkv, txt_k_weight, txt_q_weight, txt_cos, txt_sin, txt_len, txt_stride_b, txt_stride_l,
         prepared_k, prepared_v, prepared_q, num_heads, eps,
@@ -417,7 +417,7 @@ def dispatch(head_dim: int, joint_tokens: int, arch: Optional[str] = None) -> di
     return {"backend": table[entry], "entry": entry, "measured": table["measured"]}
 
 
-def pipelined_launch(head_dim: int, dtype: torch.dtype, arch: Optional[str] = None) -> tuple[dict, dict]:
+def pipelined_launch(head_dim: int, arch: Optional[str] = None) -> tuple[dict, dict]:
     """(constexprs, launch options) of _pipelined_attention_kernel from the arch's tuning table."""
     tuning = config("attention_pipelined", arch)
     d_main, d_tail = head_split(head_dim)
@@ -431,11 +431,10 @@ def pipelined_compile_spec(head_dim: int, dtype: torch.dtype, arch: str, mask_ke
     launches it for this head dim and dtype on `arch` ("sm_90a", "sm_100a", "sm_120"); mask_keys: with a
     caption key mask or a joint length that is not a multiple of BLOCK_N (v1's 300 + 16384 tokens)."""
     element = {torch.bfloat16: "*bf16", torch.float16: "*fp16"}[dtype]
-    constexprs, launch = pipelined_launch(head_dim, dtype, arch.rstrip("a").replace("_", ""))
+    constexprs, launch = pipelined_launch(head_dim, arch.rstrip("a").replace("_", ""))
     scalars = {"img_len": "i32", "txt_len": "i32", "num_heads": "i32", "qk_scale": "fp32", "key_bias": "*fp32"}
     signature = {name: scalars.get(name, element) for name in _pipelined_attention_kernel.arg_names[:10]}
-    constexprs = {**constexprs, "MASK_KEYS": mask_keys,
-                  "HEAD_DIM": head_dim, "INTERPRET": False}
+    constexprs = {**constexprs, "MASK_KEYS": mask_keys, "HEAD_DIM": head_dim, "INTERPRET": False}
     return dict(fn=_pipelined_attention_kernel, signature=signature, constexprs=constexprs, arch=arch, **launch)
 
 
@@ -500,7 +499,7 @@ def _fused_attention(
     if k_prepared:
         grid = (triton.cdiv(txt_len, K_PROLOGUE_ROWS) + triton.cdiv(img_len, K_PROLOGUE_ROWS), batch * num_heads,
                 2 if pipelined else 1)
-        _prepare_k_kernel[grid](
+        _prepare_qkv_kernel[grid](
             qkv_img, img_args[2], img_args[1], *img_rope, img_len, qkv_img.stride(0), qkv_img.stride(1),
             txt, txt_args[2], txt_args[1], *txt_rope, txt_len, txt.stride(0), txt.stride(1),
             prepared_k, prepared_v, prepared_q, num_heads, seams.RMS_EPS,
@@ -508,12 +507,14 @@ def _fused_attention(
             HEAD_DIM=head_dim, BLOCK_ROWS=K_PROLOGUE_ROWS, BLOCK_D=block_d,
         )
     if pipelined:
-        constexprs, launch = pipelined_launch(head_dim, qkv_img.dtype)
+        constexprs, launch = pipelined_launch(head_dim)
         if not interpreting():
             triton.set_allocator(_tma_scratch)
         joint_len = txt_len + img_len
         mask_keys = txt_key_mask is not None or joint_len % constexprs["BLOCK_N"] != 0
-        key_bias = _key_bias(txt_key_mask, batch, joint_len, constexprs["BLOCK_N"], qkv_img.device) if mask_keys else out_img
+        key_bias = out_img  # unread without MASK_KEYS
+        if mask_keys:
+            key_bias = _key_bias(txt_key_mask, batch, joint_len, constexprs["BLOCK_N"], qkv_img.device)
         grid = (triton.cdiv(joint_len, constexprs["BLOCK_M"]), batch * num_heads)
         _pipelined_attention_kernel[grid](
             out_img, out_txt, img_len, txt_len, key_bias, prepared_q, prepared_k, prepared_v, num_heads,
