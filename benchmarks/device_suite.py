@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-BENCH_OPS = ("attention", "sigma_gate", "patch_embed", "pixel_embed", "unembed_update", "rmsnorm_modulate",
+BENCH_OPS = ("attention", "swiglu", "sigma_gate", "patch_embed", "pixel_embed", "unembed_update", "rmsnorm_modulate",
              "gated_residual", "gated_residual_rmsnorm_modulate", "pit_pixel_mlp", "to_image")
 MEMORY_BOUND_TARGET_NOTE = "memory-bound ops >= 80% of copy bandwidth"
 OFFICIAL_SKIPPED = ("not set, so official paths e and f were skipped (PID_OFFICIAL_PATH, or third_party/PiD from "

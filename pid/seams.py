@@ -69,6 +69,12 @@ def rmsnorm_modulate(
 
 
 @seam
+def swiglu(x: torch.Tensor, w1: torch.Tensor, w3: torch.Tensor) -> torch.Tensor:
+    """The SwiGLU hidden layer silu(x w1^T) * (x w3^T): x [..., C], w1/w3 [H, C] -> [..., H]."""
+    return F.silu(F.linear(x, w1)) * F.linear(x, w3)
+
+
+@seam
 def gated_residual(x: torch.Tensor, gate: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """x + gate * y (gate broadcasts)."""
     return x + gate * y

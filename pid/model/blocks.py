@@ -40,6 +40,9 @@ class SwiGLU(nn.Module):
         self.w2 = nn.Linear(hidden, dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if type(self.w1) is nn.Linear and type(self.w3) is nn.Linear:
+            return self.w2(seams.swiglu(x, self.w1.weight, self.w3.weight))
+        # Quantized projections (pid.quant) are not plain weights: they compute their own products.
         return self.w2(F.silu(self.w1(x)) * self.w3(x))
 
 

@@ -1,41 +1,60 @@
 """Fused QK-RMSNorm + RoPE + joint attention: the `attention` seam in Triton.
 
-One flash-attention forward reads q, k, v straight from the fused qkv projections
-[B, L, 3*H*D] (q, k, v of head h at channels (0H+h)D, (1H+h)D, (2H+h)D) of up to
-two streams, text first then image, through two pointers: no split, no
-transpose, no torch.cat. Query tiles never straddle the streams (text tiles come
-first in the grid), and each program walks the text keys, then the image keys.
+Two kernels read q, k, v straight from the fused qkv projections [B, L, 3*H*D]
+(q, k, v of head h at channels (0H+h)D, (1H+h)D, (2H+h)D) of up to two streams,
+text first then image, through two pointers: no split, no transpose, no torch.cat.
+Every q and k row is RMS-normalised (float32 statistics), scaled by its stream's
+weight and rotated (RoPE on adjacent channel pairs: the pair partner is the same
+row loaded at channel d ^ 1, so the rotation is elementwise) inside our kernels.
 
-Prologue. Each query tile is RMS-normalised (float32 statistics), scaled by its
-stream's weight and rotated (RoPE on adjacent channel pairs: the pair partner is
-the same row loaded at channel d ^ 1, so the rotation is elementwise) once per
-program. Keys get the same treatment, either
-  * in the key loop (`fused` k prologue: one launch, no scratch), or
-  * in a small pre-pass that writes the normed, rotated keys once to a scratch
-    [B, H, Lt+Li, D] buffer (`prepared` k); the key loop is then a plain
-    flash-attention loop (sm90 SASS: as many instructions per step as a minimal
-    Triton flash attention, no spills).
-Fusing recomputes the key prologue for every query tile and doubles the loop's
-instructions (sm90 SASS, Triton 3.9); its extra loads also rule out multi-stage
-pipelining. The pre-pass costs one launch and 4 bytes per key channel, ~1% of an
-attention at 16684 tokens (estimated). So the tuning table's FUSED_K_MAX_Q_TILES picks
-fusion only for sequences of one or two query tiles.
+Pipelined kernel (`_pipelined_attention_kernel`; bf16/fp16 whenever the sequence
+has more than FUSED_K_MAX_Q_TILES query tiles and D * element size is a multiple
+of 16, i.e. every PiD attention at real sizes). A pre-pass (`_prepare_qkv_kernel`)
+writes the normed, rotated q and k and a copy of v, joint text-then-image, to
+[B, H, Lt+Li, D] scratch (at 16684 tokens x 1536 channels, 154 MB written and
+read once more: ~0.09 ms at 3.35 TB/s against ~2.9 ms for the attention at 600
+TFLOP/s, ~3%; estimated, not timed); the attention then reads them by TMA
+(on-device tensor descriptors) in one `tl.range(..., warp_specialize=True)` loop
+over the joint keys, with caption-mask / ragged-end biases read by TMA too
+(Triton's Hopper warp specialization takes no pointer loads, no second loop and
+no tail step). Head dim 72 runs as dots of 64 + 16 channels (TMA zero-fills
+channels 72..79): 90% useful MMA work instead of 56% padded to 128 (40: 32 + 16,
+83%). Compiled without a GPU (pid_kernels/triton/_sass.py; bf16, 128x128 tiles,
+4 warps asked; Triton 3.6 and 3.9):
+  * sm_90a: Hopper autoWS makes a producer and two consumer warpgroups of 64 rows
+    (12 warps), 168 registers, no spills, 99 KB (d64) / 120 KB (d72) smem, one
+    CTA per SM, wgmma + TMA. Each consumer waits for its own wgmma (pending 0):
+    the softmax overlaps the other consumer's MMA, unordered (no ping-pong
+    barrier); no wait leaves groups in flight across a softmax (Triton makes a
+    wgmma asynchronous only when its result feeds the next iteration's dot as an
+    accumulator, so an S = QK^T issued for block j+1 before block j's softmax,
+    written out by hand, still gets a wait 0; checked on 3.6 and 3.9).
+  * sm_100a: tcgen05 issued from its own partition, the softmax in others; 12
+    warps (16 for d72 on 3.6), 168 registers (128), no spills, 84 / 106 KB smem,
+    one CTA per SM, TMA.
+  * sm_120: no warp specialization, mma.sync, 64-key steps; 139-170 registers,
+    no spills, 33 / 41 KB of the 99 KB smem.
+None of this is timed: no device run yet.
 
-Tiling for H100 at head dim 64 (target >= 400 TFLOP/s and >= 95% of the best
-SDPA backend; not yet measured): BLOCK_M=128 query rows over 8 warps (two
-warpgroups of 64 rows, each issuing wgmma with q in registers), BLOCK_N=128 keys
-per step, three cp.async stages for k/v (plain pointer loads feeding tl.dot are
-pipelined through shared memory; 112 KB, two programs per SM), no register
-spills; softmax scale * log2(e) folded into one FMA with the running max, exp2,
+Pointer kernel (`_attention_kernel`; float32, short sequences, unaligned head
+dims): query tiles never straddle the streams (text tiles come first in the
+grid), and each program walks the text keys, then the image keys. Keys are normed
+either in the key loop (`fused` k prologue: one launch, no scratch; for at most
+FUSED_K_MAX_Q_TILES query tiles, since it recomputes the prologue per query tile
+and its extra loads rule out multi-stage pipelining) or by the pre-pass. Head dim
+72 is padded to BLOCK_D=128 in registers, never in memory. float32 inputs use
+three-pass tf32 dots on smaller tiles (FLOAT32_TILE_CAPS).
+
+Both: softmax scale * log2(e) folded into one FMA with the running max, exp2,
 float32 accumulation; the grid's fastest axis is the query tile, so the programs
-of one head run together and share its k/v in L2. Head dim 72 (PiT) is padded
-to BLOCK_D=128 in registers, never in memory. float32 inputs use three-pass tf32
-dots on smaller tiles (FLOAT32_TILE_CAPS).
+of one head run together and share its k/v in L2.
 
-Tuning keys (pid_kernels/tuning/<arch>.py, ATTENTION for head_dim <= 64 and
-ATTENTION_D128 for 64 < head_dim <= 128): BLOCK_M, BLOCK_N, num_warps,
-num_stages, FUSED_K_MAX_Q_TILES (fuse the key prologue when there are at most
-this many query tiles per head).
+Tuning keys (pid_kernels/tuning/<arch>.py): ATTENTION (head_dim <= 64) and
+ATTENTION_D128 (64 < head_dim <= 128) for the pointer kernel: BLOCK_M, BLOCK_N,
+num_warps, num_stages, FUSED_K_MAX_Q_TILES (fuse the key prologue when there are at
+most this many query tiles per head; it also decides pipelined vs pointer).
+ATTENTION_PIPELINED: BLOCK_M, BLOCK_N, num_warps, num_stages, WARP_SPECIALIZE.
+ATTENTION_DISPATCH: ours or SDPA per head-dim class and length (`dispatch`).
 """
 
 from __future__ import annotations
@@ -47,8 +66,8 @@ import torch
 
 from pid import seams
 from pid_kernels.registry import KernelOp, register
-from pid_kernels.runtime import FLOAT_DTYPES, dtype_reasons, tl, triton, triton_device_reasons
-from pid_kernels.triton._common import DOT_TF32X3, dot, dot_precision
+from pid_kernels.runtime import FLOAT_DTYPES, dtype_reasons, interpreting, tl, triton, triton_device_reasons
+from pid_kernels.triton._common import DOT_NATIVE, DOT_TF32X3, dot, dot_precision
 from pid_kernels.tuning import config
 
 NAME = "attention"
@@ -66,17 +85,15 @@ FLOAT32_TILE_CAPS = {"BLOCK_M": 64, "BLOCK_N": 32, "num_warps": 4, "num_stages":
 if triton is not None:
 
     @triton.jit
-    def _normed_rotated_rows(
-        head_ptr, rows, row_ok, stride_l, weight_ptr, cos_ptr, sin_ptr, eps,
-        HAS_ROPE: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
+    def _rotated_channels(
+        head_ptr, rows, row_ok, stride_l, weight_ptr, cos_ptr, sin_ptr, channels,
+        HAS_ROPE: tl.constexpr, HEAD_DIM: tl.constexpr,
     ):
-        """rope(weight * rms_norm(x)) in float32 for rows x of one head; head_ptr points at channel 0."""
-        channels = tl.arange(0, BLOCK_D)
+        """(rope(weight * x), sum of x^2) in float32 over `channels` of rows x of one head; head_ptr at channel 0."""
         channel_ok = channels < HEAD_DIM
         mask = row_ok[:, None] & channel_ok[None, :]
         row_offsets = rows[:, None] * stride_l
         x = tl.load(head_ptr + row_offsets + channels[None, :], mask=mask, other=0.0).to(tl.float32)
-        inv_rms = tl.rsqrt(tl.sum(x * x, 1) / HEAD_DIM + eps)
         y = x * tl.load(weight_ptr + channels, mask=channel_ok, other=0.0).to(tl.float32)[None, :]
         if HAS_ROPE:
             # Channel d pairs with d ^ 1: even d gets x*cos - partner*sin, odd d x*cos + partner*sin.
@@ -88,7 +105,18 @@ if triton is not None:
             sin = tl.load(sin_ptr + angle_offsets, mask=mask, other=0.0).to(tl.float32)
             signed_sin = tl.where((channels % 2 == 0)[None, :], -sin, sin)
             y = y * cos + (x_partner * w_partner[None, :]) * signed_sin
-        return y * inv_rms[:, None]
+        return y, tl.sum(x * x, 1)
+
+    @triton.jit
+    def _normed_rotated_rows(
+        head_ptr, rows, row_ok, stride_l, weight_ptr, cos_ptr, sin_ptr, eps,
+        HAS_ROPE: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
+    ):
+        """rope(weight * rms_norm(x)) in float32 for rows x of one head; head_ptr points at channel 0."""
+        y, sum_sq = _rotated_channels(
+            head_ptr, rows, row_ok, stride_l, weight_ptr, cos_ptr, sin_ptr, tl.arange(0, BLOCK_D), HAS_ROPE, HEAD_DIM,
+        )
+        return y * tl.rsqrt(sum_sq / HEAD_DIM + eps)[:, None]
 
     @triton.jit
     def _attend_tile(
@@ -215,42 +243,153 @@ if triton is not None:
             tl.store(img_out + batch * img_len * width + out_offsets, out.to(img_out.dtype.element_ty), mask=out_mask)
 
     @triton.jit
-    def _prepare_k_kernel(
-        img_qkv, img_k_weight, img_cos, img_sin, img_len, img_stride_b, img_stride_l,
-        txt_qkv, txt_k_weight, txt_cos, txt_sin, txt_len, txt_stride_b, txt_stride_l,
-        prepared_k, num_heads, eps,
-        IMG_ROPE: tl.constexpr, TXT_ROPE: tl.constexpr,
+    def _prepare_qkv_kernel(
+        img_qkv, img_k_weight, img_q_weight, img_cos, img_sin, img_len, img_stride_b, img_stride_l,
+        txt_qkv, txt_k_weight, txt_q_weight, txt_cos, txt_sin, txt_len, txt_stride_b, txt_stride_l,
+        prepared_k, prepared_v, prepared_q, num_heads, eps,
+        IMG_ROPE: tl.constexpr, TXT_ROPE: tl.constexpr, PREPARE_QV: tl.constexpr,
         HEAD_DIM: tl.constexpr, BLOCK_ROWS: tl.constexpr, BLOCK_D: tl.constexpr,
     ):
-        """Normed, rotated keys of both streams -> prepared_k [B, H, Lt + Li, D], text first."""
+        """Normed, rotated keys of both streams -> prepared_k [B, H, Lt + Li, D], text first. With
+        PREPARE_QV (grid axis 2 of size 2), also their values copied to prepared_v and (axis 2 = 1) the
+        normed, rotated queries to prepared_q, all of that shape."""
         tile = tl.program_id(0)
         batch_head = tl.program_id(1)
+        is_query = tl.program_id(2) == 1
         batch = (batch_head // num_heads).to(tl.int64)
-        k_column = (num_heads + batch_head % num_heads) * HEAD_DIM
+        column = (batch_head % num_heads) * HEAD_DIM + tl.where(is_query, 0, num_heads * HEAD_DIM)
         text_tiles = tl.cdiv(txt_len, BLOCK_ROWS)
         if tile < text_tiles:
             rows = tile * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
             row_ok = rows < txt_len
-            k = _normed_rotated_rows(
-                txt_qkv + batch * txt_stride_b + k_column, rows, row_ok, txt_stride_l, txt_k_weight,
-                txt_cos, txt_sin, eps, TXT_ROPE, HEAD_DIM, BLOCK_D,
+            head_ptr = txt_qkv + batch * txt_stride_b + column
+            weight = txt_q_weight if is_query else txt_k_weight
+            x = _normed_rotated_rows(
+                head_ptr, rows, row_ok, txt_stride_l, weight, txt_cos, txt_sin, eps, TXT_ROPE, HEAD_DIM, BLOCK_D,
             )
+            stride_l = txt_stride_l
             joint_rows = rows
         else:
             rows = (tile - text_tiles) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
             row_ok = rows < img_len
-            k = _normed_rotated_rows(
-                img_qkv + batch * img_stride_b + k_column, rows, row_ok, img_stride_l, img_k_weight,
-                img_cos, img_sin, eps, IMG_ROPE, HEAD_DIM, BLOCK_D,
+            head_ptr = img_qkv + batch * img_stride_b + column
+            weight = img_q_weight if is_query else img_k_weight
+            x = _normed_rotated_rows(
+                head_ptr, rows, row_ok, img_stride_l, weight, img_cos, img_sin, eps, IMG_ROPE, HEAD_DIM, BLOCK_D,
             )
+            stride_l = img_stride_l
             joint_rows = txt_len + rows
         channels = tl.arange(0, BLOCK_D)
-        prepared_k += batch_head.to(tl.int64) * (txt_len + img_len) * HEAD_DIM
-        tl.store(
-            prepared_k + joint_rows[:, None] * HEAD_DIM + channels[None, :],
-            k.to(prepared_k.dtype.element_ty),
-            mask=row_ok[:, None] & (channels < HEAD_DIM)[None, :],
-        )
+        mask = row_ok[:, None] & (channels < HEAD_DIM)[None, :]
+        offsets = batch_head.to(tl.int64) * (txt_len + img_len) * HEAD_DIM + joint_rows[:, None] * HEAD_DIM
+        offsets += channels[None, :]
+        if is_query:
+            tl.store(prepared_q + offsets, x.to(prepared_q.dtype.element_ty), mask=mask)
+        else:
+            tl.store(prepared_k + offsets, x.to(prepared_k.dtype.element_ty), mask=mask)
+            if PREPARE_QV:
+                v_rows = head_ptr + num_heads * HEAD_DIM + rows[:, None] * stride_l
+                tl.store(prepared_v + offsets, tl.load(v_rows + channels[None, :], mask=mask), mask=mask)
+
+    @triton.jit
+    def _head_descriptor(head_ptr, rows, HEAD_DIM: tl.constexpr, BLOCK_ROWS: tl.constexpr, BLOCK_CHANNELS: tl.constexpr):
+        """TMA descriptor of one head's [rows, HEAD_DIM] buffer, in [BLOCK_ROWS, BLOCK_CHANNELS] boxes."""
+        return tl.make_tensor_descriptor(head_ptr, [rows, HEAD_DIM], [HEAD_DIM, 1], [BLOCK_ROWS, BLOCK_CHANNELS])
+
+    @triton.jit
+    def _pipelined_attention_kernel(
+        img_out, txt_out, img_len, txt_len, key_bias, prepared_q, prepared_k, prepared_v, num_heads, qk_scale,
+        MASK_KEYS: tl.constexpr,
+        HEAD_DIM: tl.constexpr, D_MAIN: tl.constexpr, D_TAIL: tl.constexpr,
+        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, NUM_STAGES: tl.constexpr, WARP_SPECIALIZE: tl.constexpr,
+        DOT_PRECISION: tl.constexpr,
+    ):
+        """Flash attention over prepared (normed, rotated) queries and keys and copied values
+        [B, H, Lt + Li, D], text first, all read by TMA, in one warp-specialized loop over the joint keys;
+        the head dim runs as D_MAIN + D_TAIL channels (72 = 64 + 16; TMA zero-fills channels past
+        HEAD_DIM). MASK_KEYS: add key_bias [B, joint keys padded to BLOCK_N] (0 or -inf: padded caption
+        tokens, keys past the end), read by TMA too (Hopper's warp specialization takes no pointer loads in
+        the loop). Grid (joint query tiles, B * H); rows go to out_txt [B, Lt, H*D] or out_img [B, Li, H*D]."""
+        tile = tl.program_id(0)
+        batch_head = tl.program_id(1)
+        batch = (batch_head // num_heads).to(tl.int64)
+        head = batch_head % num_heads
+        joint_len = txt_len + img_len
+        head_offset = batch_head.to(tl.int64) * joint_len * HEAD_DIM
+        q_desc = _head_descriptor(prepared_q + head_offset, joint_len, HEAD_DIM, BLOCK_M, D_MAIN)
+        k_desc = _head_descriptor(prepared_k + head_offset, joint_len, HEAD_DIM, BLOCK_N, D_MAIN)
+        v_desc = _head_descriptor(prepared_v + head_offset, joint_len, HEAD_DIM, BLOCK_N, D_MAIN)
+        q = q_desc.load([tile * BLOCK_M, 0])
+        q_tail = tl.zeros([BLOCK_M, 16], q.dtype)
+        k_tail_desc = k_desc
+        v_tail_desc = v_desc
+        if D_TAIL > 0:
+            q_tail = _head_descriptor(prepared_q + head_offset, joint_len, HEAD_DIM, BLOCK_M, D_TAIL).load(
+                [tile * BLOCK_M, D_MAIN]
+            )
+            k_tail_desc = _head_descriptor(prepared_k + head_offset, joint_len, HEAD_DIM, BLOCK_N, D_TAIL)
+            v_tail_desc = _head_descriptor(prepared_v + head_offset, joint_len, HEAD_DIM, BLOCK_N, D_TAIL)
+        bias_desc = k_desc
+        if MASK_KEYS:
+            padded_len = tl.cdiv(joint_len, BLOCK_N) * BLOCK_N
+            bias_desc = tl.make_tensor_descriptor(key_bias + batch * padded_len, [padded_len], [1], [BLOCK_N])
+
+        # A finite start keeps exp2(row_max - new_max) defined while every key so far is masked.
+        row_max = tl.full([BLOCK_M], -1.0e30, tl.float32)
+        row_sum = tl.zeros([BLOCK_M], tl.float32)
+        acc = tl.zeros([BLOCK_M, D_MAIN], tl.float32)
+        acc_tail = tl.zeros(q_tail.shape, tl.float32)
+        # One loop and nothing after it: Triton's Hopper warp specialization takes no second loop or tail step.
+        for key_start in tl.range(0, joint_len, BLOCK_N, num_stages=NUM_STAGES, warp_specialize=WARP_SPECIALIZE):
+            scores = dot(q, tl.trans(k_desc.load([key_start, 0])), None, DOT_PRECISION)
+            if D_TAIL > 0:
+                scores += dot(q_tail, tl.trans(k_tail_desc.load([key_start, D_MAIN])), None, DOT_PRECISION)
+            if MASK_KEYS:
+                scores += bias_desc.load([key_start])[None, :]
+            new_max = tl.maximum(row_max, tl.max(scores, 1) * qk_scale)
+            probs = tl.math.exp2(scores * qk_scale - new_max[:, None])
+            rescale = tl.math.exp2(row_max - new_max)
+            row_sum = row_sum * rescale + tl.sum(probs, 1)
+            probs = probs.to(q.dtype)
+            acc = acc * rescale[:, None] + dot(probs, v_desc.load([key_start, 0]), None, DOT_PRECISION)
+            if D_TAIL > 0:
+                acc_tail = acc_tail * rescale[:, None] + dot(
+                    probs, v_tail_desc.load([key_start, D_MAIN]), None, DOT_PRECISION
+                )
+            row_max = new_max
+
+        # Joint rows [0, Lt) are text, the rest image: two masked stores, one per stream.
+        width = num_heads * HEAD_DIM
+        rows = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+        txt_rows = rows[:, None] * width + head * HEAD_DIM + batch * txt_len * width
+        img_rows = (rows - txt_len)[:, None] * width + head * HEAD_DIM + batch * img_len * width
+        is_text = (rows < txt_len)[:, None]
+        is_image = ((rows >= txt_len) & (rows < joint_len))[:, None]
+        channels = tl.arange(0, D_MAIN)[None, :]
+        out = (acc / row_sum[:, None]).to(img_out.dtype.element_ty)
+        tl.store(txt_out + txt_rows + channels, out, mask=is_text & (channels < HEAD_DIM))
+        tl.store(img_out + img_rows + channels, out, mask=is_image & (channels < HEAD_DIM))
+        if D_TAIL > 0:
+            channels = D_MAIN + tl.arange(0, D_TAIL)[None, :]
+            out = (acc_tail / row_sum[:, None]).to(img_out.dtype.element_ty)
+            tl.store(txt_out + txt_rows + channels, out, mask=is_text & (channels < HEAD_DIM))
+            tl.store(img_out + img_rows + channels, out, mask=is_image & (channels < HEAD_DIM))
+
+def head_split(head_dim: int) -> tuple[int, int]:
+    """(D_MAIN, D_TAIL): the head dim as a power-of-two dot plus a 16-wide one (0: none), e.g. 72 -> (64, 16),
+    40 -> (32, 16), 64 -> (64, 0); one power-of-two dot where the split saves nothing (100 -> (128, 0))."""
+    padded = max(16, triton.next_power_of_2(head_dim))
+    main = max(16, padded // 2 if padded > head_dim else padded)
+    rest = head_dim - main
+    tail = 0 if rest <= 0 else max(16, triton.next_power_of_2(rest))
+    return (padded, 0) if main + tail >= padded else (main, tail)
+
+
+def mma_useful_fraction(head_dim: int, pipelined: bool) -> float:
+    """Useful over issued MMA work of both dots (QK^T's reduction and PV's width both run over the padded
+    head dim): the pipelined kernel splits the head dim (head_split), the other pads it to a power of two."""
+    issued = sum(head_split(head_dim)) if pipelined else max(16, triton.next_power_of_2(head_dim))
+    return head_dim / issued
 
 
 def _tuning(head_dim: int, dtype: torch.dtype) -> dict:
@@ -258,6 +397,52 @@ def _tuning(head_dim: int, dtype: torch.dtype) -> dict:
     if dtype == torch.float32:
         tuning = {key: min(value, FLOAT32_TILE_CAPS.get(key, value)) for key, value in tuning.items()}
     return tuning
+
+
+# ATTENTION_DISPATCH's entry per (head-dim class, longer than LONG_TOKENS).
+DISPATCH_ENTRIES = {(64, False): "d64_short", (64, True): "d64_long", (128, False): "d128_short", (128, True): "d128_long"}
+
+
+def dispatch(head_dim: int, joint_tokens: int, arch: Optional[str] = None) -> dict:
+    """The tuning table's choice for this shape: {"backend": "ours" or "sdpa", "entry", "measured"}."""
+    table = config("attention_dispatch", arch)
+    entry = DISPATCH_ENTRIES[(64 if head_dim <= 64 else 128, joint_tokens > table["LONG_TOKENS"])]
+    return {"backend": table[entry], "entry": entry, "measured": table["measured"]}
+
+
+def pipelined_launch(head_dim: int, arch: Optional[str] = None) -> tuple[dict, dict]:
+    """(constexprs, launch options) of _pipelined_attention_kernel from the arch's tuning table."""
+    tuning = config("attention_pipelined", arch)
+    d_main, d_tail = head_split(head_dim)
+    constexprs = dict(D_MAIN=d_main, D_TAIL=d_tail, BLOCK_M=tuning["BLOCK_M"], BLOCK_N=tuning["BLOCK_N"],
+                      NUM_STAGES=tuning["num_stages"], WARP_SPECIALIZE=bool(tuning["WARP_SPECIALIZE"]))
+    return constexprs, dict(num_warps=tuning["num_warps"], num_stages=tuning["num_stages"])
+
+
+def pipelined_compile_spec(head_dim: int, dtype: torch.dtype, arch: str, mask_keys: bool = True) -> dict:
+    """Keyword arguments of pid_kernels.triton._sass.compile_for: the pipelined kernel as the launcher
+    launches it for this head dim and dtype on `arch` ("sm_90a", "sm_100a", "sm_120"); mask_keys: with a
+    caption key mask or a joint length that is not a multiple of BLOCK_N (v1's 300 + 16384 tokens)."""
+    element = {torch.bfloat16: "*bf16", torch.float16: "*fp16"}[dtype]
+    constexprs, launch = pipelined_launch(head_dim, arch.rstrip("a").replace("_", ""))
+    scalars = {"img_len": "i32", "txt_len": "i32", "num_heads": "i32", "qk_scale": "fp32", "key_bias": "*fp32"}
+    signature = {name: scalars.get(name, element) for name in _pipelined_attention_kernel.arg_names[:10]}
+    constexprs = {**constexprs, "MASK_KEYS": mask_keys, "HEAD_DIM": head_dim, "DOT_PRECISION": DOT_NATIVE.value}
+    return dict(fn=_pipelined_attention_kernel, signature=signature, constexprs=constexprs, arch=arch, **launch)
+
+
+def _key_bias(txt_key_mask: Optional[torch.Tensor], batch: int, joint_len: int, block_n: int, device) -> torch.Tensor:
+    """[B, joint_len rounded up to block_n] float32: -inf for padded caption tokens and keys past the end, else 0."""
+    bias = torch.zeros(batch, triton.cdiv(joint_len, block_n) * block_n, device=device, dtype=torch.float32)
+    bias[:, joint_len:] = float("-inf")
+    if txt_key_mask is not None:
+        bias[:, : txt_key_mask.shape[1]].masked_fill_(~txt_key_mask, float("-inf"))
+    return bias
+
+
+def _tma_scratch(size: int, alignment: int, stream) -> torch.Tensor:
+    """Global memory for the kernel's on-device TMA descriptors (triton.set_allocator)."""
+    return torch.empty(size, dtype=torch.int8, device="cuda")
 
 
 @torch.library.custom_op("pid::attention", mutates_args=())
@@ -290,31 +475,52 @@ def _fused_attention(
     img_rope = (img_cos.contiguous(), img_sin.contiguous()) if img_cos is not None else (img_q_weight, img_q_weight)
     txt_rope = (txt_cos.contiguous(), txt_sin.contiguous()) if has_text and txt_cos is not None else img_rope
     keep = txt_key_mask.contiguous().view(torch.uint8) if txt_key_mask is not None else out_img
+    flags = dict(IMG_ROPE=img_cos is not None, TXT_ROPE=has_text and txt_cos is not None,
+                 HAS_KEY_MASK=txt_key_mask is not None, HEAD_DIM=head_dim)
 
     tuning = _tuning(head_dim, qkv_img.dtype)
     block_d = max(16, triton.next_power_of_2(head_dim))
     query_tiles = triton.cdiv(txt_len, tuning["BLOCK_M"]) + triton.cdiv(img_len, tuning["BLOCK_M"])
     k_prepared = query_tiles > tuning["FUSED_K_MAX_Q_TILES"]
     prepared_k = qkv_img.new_empty(batch, num_heads, txt_len + img_len, head_dim) if k_prepared else out_img
+    # TMA needs 16-byte rows: head_dim * element size a multiple of 16 (float32 keeps its tf32x3 path).
+    pipelined = k_prepared and qkv_img.dtype != torch.float32 and head_dim * qkv_img.element_size() % 16 == 0
+    prepared_v, prepared_q = (torch.empty_like(prepared_k), torch.empty_like(prepared_k)) if pipelined else (
+        prepared_k, prepared_k)
     img_args = (qkv_img, img_q_weight.contiguous(), img_k_weight.contiguous(), *img_rope)
     txt_args = (txt, txt_q_weight.contiguous(), txt_k_weight.contiguous(), *txt_rope)
     if k_prepared:
-        grid = (triton.cdiv(txt_len, K_PROLOGUE_ROWS) + triton.cdiv(img_len, K_PROLOGUE_ROWS), batch * num_heads)
-        _prepare_k_kernel[grid](
-            *img_args[:1], *img_args[2:], img_len, qkv_img.stride(0), qkv_img.stride(1),
-            *txt_args[:1], *txt_args[2:], txt_len, txt.stride(0), txt.stride(1),
-            prepared_k, num_heads, seams.RMS_EPS,
-            IMG_ROPE=img_cos is not None, TXT_ROPE=has_text and txt_cos is not None,
+        grid = (triton.cdiv(txt_len, K_PROLOGUE_ROWS) + triton.cdiv(img_len, K_PROLOGUE_ROWS), batch * num_heads,
+                2 if pipelined else 1)
+        _prepare_qkv_kernel[grid](
+            qkv_img, img_args[2], img_args[1], *img_rope, img_len, qkv_img.stride(0), qkv_img.stride(1),
+            txt, txt_args[2], txt_args[1], *txt_rope, txt_len, txt.stride(0), txt.stride(1),
+            prepared_k, prepared_v, prepared_q, num_heads, seams.RMS_EPS,
+            IMG_ROPE=flags["IMG_ROPE"], TXT_ROPE=flags["TXT_ROPE"], PREPARE_QV=pipelined,
             HEAD_DIM=head_dim, BLOCK_ROWS=K_PROLOGUE_ROWS, BLOCK_D=block_d,
         )
+    if pipelined:
+        constexprs, launch = pipelined_launch(head_dim)
+        if not interpreting():
+            triton.set_allocator(_tma_scratch)
+        joint_len = txt_len + img_len
+        mask_keys = txt_key_mask is not None or joint_len % constexprs["BLOCK_N"] != 0
+        key_bias = out_img  # unread without MASK_KEYS
+        if mask_keys:
+            key_bias = _key_bias(txt_key_mask, batch, joint_len, constexprs["BLOCK_N"], qkv_img.device)
+        grid = (triton.cdiv(joint_len, constexprs["BLOCK_M"]), batch * num_heads)
+        _pipelined_attention_kernel[grid](
+            out_img, out_txt, img_len, txt_len, key_bias, prepared_q, prepared_k, prepared_v, num_heads,
+            LOG2_E / math.sqrt(head_dim), MASK_KEYS=mask_keys, HEAD_DIM=head_dim, DOT_PRECISION=dot_precision(qkv_img.dtype),
+            **constexprs, num_warps=launch["num_warps"],
+        )
+        return out_img, out_txt
     grid = (query_tiles, batch * num_heads)
     _attention_kernel[grid](
         *img_args, out_img, img_len, qkv_img.stride(0), qkv_img.stride(1),
         *txt_args, out_txt, txt_len, txt.stride(0), txt.stride(1),
         keep, prepared_k, num_heads, seams.RMS_EPS, LOG2_E / math.sqrt(head_dim),
-        IMG_ROPE=img_cos is not None, TXT_ROPE=has_text and txt_cos is not None,
-        HAS_KEY_MASK=txt_key_mask is not None, K_PREPARED=k_prepared, HEAD_DIM=head_dim,
-        BLOCK_M=tuning["BLOCK_M"], BLOCK_N=tuning["BLOCK_N"], BLOCK_D=block_d,
+        **flags, K_PREPARED=k_prepared, BLOCK_M=tuning["BLOCK_M"], BLOCK_N=tuning["BLOCK_N"], BLOCK_D=block_d,
         # float32: plain tf32 would cost ~1e-3 relative error; three tf32 passes stay near float32.
         DOT_PRECISION=dot_precision(qkv_img.dtype, float32=DOT_TF32X3),
         # Pipelining the in-loop key prologue's four loads (k, its pair partners, cos, sin) would need
@@ -394,6 +600,10 @@ def supports(
     if qkv_img.shape[1] == 0:
         reasons.append("no image tokens")
     reasons += _stream_reasons("image", qkv_img, img_qk_norm, img_rope, head_dim)
+    text_tokens = qkv_txt.shape[1] if qkv_txt is not None and qkv_txt.dim() == 3 else 0
+    choice = dispatch(head_dim, qkv_img.shape[1] + text_tokens)
+    if choice["backend"] != "ours":
+        reasons.append(f"ATTENTION_DISPATCH[{choice['entry']!r}] picks {choice['backend']} (measured: {choice['measured']})")
     if qkv_txt is None:
         if txt_key_mask is not None:
             reasons.append("txt_key_mask without a text stream")

@@ -3,10 +3,20 @@
 One dict per op, named after the op in upper case. Each op module documents its keys.
 """
 
-# attention (head_dim <= 64): reasoned, not measured: 128x128 tiles fit the 128-row tcgen05 MMA; 8 warps because 4 spill (ptxas), 113 KB smem.
+# attention, pointer kernel (float32, short sequences, unaligned head dims; bf16 long sequences take ATTENTION_PIPELINED).
+# head_dim <= 64: compiled (bf16, prepared keys; 3.9 / 3.6): 245 / 254 regs, no spills, 97 KB smem, 1 CTA per SM, tcgen05.
 ATTENTION = {"BLOCK_M": 128, "BLOCK_N": 128, "num_warps": 8, "num_stages": 3, "FUSED_K_MAX_Q_TILES": 2}
-# attention (64 < head_dim <= 128): reasoned, not measured: 64-key steps keep the padded 128-wide tiles spill-free (ptxas), 129 KB smem.
+# 64 < head_dim <= 128 (72 padded to 128): compiled (bf16, prepared keys; 3.9 / 3.6): 250 / 254 regs, no spills, 113 KB smem.
 ATTENTION_D128 = {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 8, "num_stages": 3, "FUSED_K_MAX_Q_TILES": 2}
+
+# attention, long sequences in bf16/fp16 (_pipelined_attention_kernel: prepared q/k/v read by TMA, one
+# warp-specialized loop; head dim 72 as 64 + 16): tcgen05 issued from its own partition (12 warps; 16 at d72 on 3.6);
+# compiled (3.6 and 3.9, bf16, d64 / d72): 168 regs (128 on 3.6 d72), no spills, 84 / 106 KB smem, 1 CTA per SM, TMA. Not timed.
+ATTENTION_PIPELINED = {"BLOCK_M": 128, "BLOCK_N": 128, "num_warps": 4, "num_stages": 2, "WARP_SPECIALIZE": 1}
+# Our attention or the best SDPA backend (plus its separate norm + RoPE), per head-dim class (d64: <= 64) and
+# joint tokens (long: > LONG_TOKENS). Unmeasured (no device run yet): ours everywhere until one says otherwise.
+ATTENTION_DISPATCH = {"d64_short": "ours", "d64_long": "ours", "d128_short": "ours", "d128_long": "ours",
+                      "LONG_TOKENS": 4096, "measured": "no"}
 
 # Reasoned, not measured: Hopper's tile; 128x256 spills here too (the epilogue holds the accumulator in registers).
 SIGMA_GATE = {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "num_warps": 8, "num_stages": 4,
@@ -17,3 +27,6 @@ PATCH_EMBED = {"BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 64, "num_warps": 8, "n
 PIXEL_EMBED = {"BLOCK_ROWS": 512, "num_warps": 4}
 # Reasoned, not measured: memory-bound like Hopper.
 UNEMBED_UPDATE = {"BLOCK_ROWS": 512, "num_warps": 4}
+# swiglu: Hopper's tile (128 rows fit tcgen05's MMA): compiled (3.6, 3.9; bf16) 209 registers, no spills
+# (64-wide K: 144 B), 48 KB smem, tcgen05, 1 CTA per SM. Not timed.
+SWIGLU = {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 32, "num_warps": 8, "num_stages": 3}

@@ -3,10 +3,21 @@
 One dict per op, named after the op in upper case. Each op module documents its keys.
 """
 
-# attention (head_dim <= 64): two warpgroups of 64 query rows each issue wgmma on 128-key steps; ptxas: 237 regs, no spills, 112 KB smem in 3 stages.
+# attention, pointer kernel (float32, short sequences, unaligned head dims; bf16 long sequences take ATTENTION_PIPELINED).
+# head_dim <= 64: compiled (bf16, prepared keys; 3.9 / 3.6): 237 / 223 regs, no spills, 80 KB smem, 1 CTA per SM, wgmma.
 ATTENTION = {"BLOCK_M": 128, "BLOCK_N": 128, "num_warps": 8, "num_stages": 3, "FUSED_K_MAX_Q_TILES": 2}
-# attention (64 < head_dim <= 128, PiT's 72 padded to 128): 64-key steps keep the 128-wide accumulator in registers (ptxas: no spills), 128 KB smem.
+# 64 < head_dim <= 128 (72 padded to 128): compiled (bf16, prepared keys; 3.9 / 3.6): 255 regs, 120 / 32 B spills, 96 KB smem.
 ATTENTION_D128 = {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 8, "num_stages": 3, "FUSED_K_MAX_Q_TILES": 2}
+
+# attention, long sequences in bf16/fp16 (_pipelined_attention_kernel: prepared q/k/v read by TMA, one
+# warp-specialized loop; head dim 72 as 64 + 16): Triton's Hopper autoWS turns 4 warps into a producer and
+# two 64-row consumer warpgroups (12 warps);
+# compiled (3.6 and 3.9, bf16, d64 / d72): 168 regs, no spills, 99 / 120 KB smem, 1 CTA per SM, wgmma, TMA. Not timed.
+ATTENTION_PIPELINED = {"BLOCK_M": 128, "BLOCK_N": 128, "num_warps": 4, "num_stages": 2, "WARP_SPECIALIZE": 1}
+# Our attention or the best SDPA backend (plus its separate norm + RoPE), per head-dim class (d64: <= 64) and
+# joint tokens (long: > LONG_TOKENS). Unmeasured (no device run yet): ours everywhere until one says otherwise.
+ATTENTION_DISPATCH = {"d64_short": "ours", "d64_long": "ours", "d128_short": "ours", "d128_long": "ours",
+                      "LONG_TOKENS": 4096, "measured": "no"}
 
 # 128x128 wgmma tile, 4 x 32 KB stages, no spills (128x256 spills once the epilogue loads x, lq); GEMV: 4 rows of C=1536.
 SIGMA_GATE = {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 64, "num_warps": 8, "num_stages": 4,
@@ -17,3 +28,6 @@ PATCH_EMBED = {"BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 64, "num_warps": 8, "n
 PIXEL_EMBED = {"BLOCK_ROWS": 512, "num_warps": 4}
 # Memory-bound: 512 pixel tokens (16 KB of bf16 features, 3 x 6 KB of images) in flight per program.
 UNEMBED_UPDATE = {"BLOCK_ROWS": 512, "num_warps": 4}
+# swiglu: 128x128 tiles, two float32 accumulators over 8 warps; 32-wide K steps: compiled (3.6, 3.9; bf16)
+# 255 registers, no spills (64-wide: 352 B of spills), 32 KB smem, wgmma, 1 CTA per SM. Not timed.
+SWIGLU = {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 32, "num_warps": 8, "num_stages": 3}

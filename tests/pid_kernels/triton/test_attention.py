@@ -3,7 +3,9 @@
 import pytest
 import torch
 
-from kernel_testing import assert_within_eager_error, fused_decode_calls, maybe_compiled, with_dtypes
+import pid
+import pid_kernels
+from kernel_testing import FACTOR, assert_within_eager_error, fused_decode_calls, maybe_compiled, with_dtypes
 from pid.model.positions import rope_2d, rope_text
 from pid_kernels.runtime import interpreting
 from pid_kernels.triton import attention
@@ -37,14 +39,32 @@ def attention_args(
 
 @pytest.fixture
 def blocks(monkeypatch):
-    """blocks(m, n, fused_k_tiles): launch config for both head-dim classes (default: the arch table)."""
+    """blocks(m, n, fused_k_tiles, pipelined_block=None): launch config for both head-dim classes and
+    square tiles for the pipelined kernel (default: the arch table)."""
 
-    def set_blocks(block_m, block_n, fused_k_max_q_tiles):
+    def set_blocks(block_m, block_n, fused_k_max_q_tiles, pipelined_block=None):
         value = f"BLOCK_M={block_m},BLOCK_N={block_n},FUSED_K_MAX_Q_TILES={fused_k_max_q_tiles}"
         monkeypatch.setenv("PID_TUNING_ATTENTION", value)
         monkeypatch.setenv("PID_TUNING_ATTENTION_D128", value)
+        if pipelined_block:
+            monkeypatch.setenv("PID_TUNING_ATTENTION_PIPELINED", f"BLOCK_M={pipelined_block},BLOCK_N={pipelined_block}")
 
     return set_blocks
+
+
+@pytest.fixture
+def pipelined_launches(monkeypatch):
+    """A list that gets one entry per launch of the pipelined kernel (the path bf16/fp16 take with prepared keys)."""
+    launches = []
+    kernel = attention._pipelined_attention_kernel
+
+    class Counting:
+        def __getitem__(self, grid):
+            launches.append(grid)
+            return kernel[grid]
+
+    monkeypatch.setattr(attention, "_pipelined_attention_kernel", Counting())
+    return launches
 
 
 def check(args, dtype, what):
@@ -77,6 +97,45 @@ def test_image_only(blocks, fused_k_max_q_tiles, head_dim, dtype):
     """PiT: image-only attention, 3 heads on a 7x9 grid."""
     blocks(32, 16, fused_k_max_q_tiles)
     check(attention_args(heads=3, head_dim=head_dim, grid_hw=(7, 9), text_len=0), dtype, f"d{head_dim} image only")
+
+
+# Odd shapes (flash-attention's own test habit): sequences 97 and 1025, head dims 64, 72 (64 + 16) and 40
+# (32 + 16), batch 3, caption masks, in fp32 (pointer kernel) and fp16/bf16 (pipelined kernel). Sequence
+# 16684 (v1 at 2048²: 300 + 16384) takes over 10 minutes per dtype in the interpreter even at one head and
+# batch 1, so it runs in test_cuda_release_like_shapes only.
+# (seed arguments, pipelined tile): 32-wide tiles put the text/image boundary and the ragged end inside
+# tiles at sequence 97; 128 at 1025 keeps the interpreter's time down (1025 = 8 x 128 + 1: still ragged).
+ODD_SHAPES = {
+    "s97 d64 b3 masked": (dict(batch=3, heads=2, head_dim=64, grid_hw=(1, 90), text_len=7, key_mask=True), 32),
+    "s97 d40 b3 masked": (dict(batch=3, heads=1, head_dim=40, grid_hw=(9, 10), text_len=7, key_mask=True), 32),
+    "s97 d72 b3 image": (dict(batch=3, heads=1, head_dim=72, grid_hw=(1, 97), text_len=0), 32),
+    "s1025 d72 image": (dict(batch=1, heads=1, head_dim=72, grid_hw=(25, 41), text_len=0), 128),
+    "s1025 d64 masked": (dict(batch=1, heads=1, head_dim=64, grid_hw=(28, 36), text_len=17, key_mask=True), 128),
+}
+
+
+@with_dtypes
+@pytest.mark.parametrize("what", ODD_SHAPES)
+def test_odd_shapes(blocks, pipelined_launches, what, dtype):
+    shape, pipelined_block = ODD_SHAPES[what]
+    blocks(64, 64, 0, pipelined_block)
+    check(attention_args(**shape), dtype, what)
+    expected = 0 if dtype == torch.float32 else 1
+    assert len(pipelined_launches) == expected, "fp16 and bf16 take the pipelined kernel, fp32 the pointer one"
+
+
+def test_head_split_keeps_useful_mma_work():
+    assert attention.head_split(72) == (64, 16) and attention.head_split(40) == (32, 16)
+    assert attention.head_split(64) == (64, 0) and attention.head_split(100) == (128, 0)
+    assert attention.mma_useful_fraction(72, pipelined=True) == 0.9
+    assert attention.mma_useful_fraction(72, pipelined=False) == 72 / 128
+
+
+def test_dispatch_entry_can_pick_sdpa(monkeypatch):
+    args = attention_args(head_dim=64, grid_hw=(3, 5), text_len=7)
+    assert attention.dispatch(64, 22) == {"backend": "ours", "entry": "d64_short", "measured": "no"}
+    monkeypatch.setenv("PID_TUNING_ATTENTION_DISPATCH", "d64_short=sdpa")
+    assert "ATTENTION_DISPATCH['d64_short'] picks sdpa (measured: no)" in attention.supports(*args)
 
 
 def test_long_caption_default_tuning():
@@ -138,9 +197,38 @@ def test_enabled_in_tiny_decode():
     assert calls[attention.NAME] > 0
 
 
-# Compiled for the GPU with the arch table's tiles: 24x64 joint with 300 masked text tokens
-# (key pre-pass), 16x72 PiT on a 32x32 grid, and a short joint case (keys normed in the loop).
+@pytest.mark.parametrize("case", ["v1_tiny", "v15_tiny"])
+def test_golden_bf16_through_pipelined_kernel(golden, blocks, pipelined_launches, case):
+    """A golden forward in bf16 with every attention on the pipelined kernel (keys prepared everywhere),
+    against the float32 golden velocity: ||d||_2 within FACTOR x the eager bf16 forward's (the golden
+    README's rule for bf16 paths: PyTorch's own bf16 error on the same case)."""
+    g = golden(case)
+    blocks(16, 16, 0)
+    net = pid.load(g.weights(), config=g.config, dtype=torch.bfloat16)
+    inputs = [g[f"inputs.{name}"] for name in ("x_t", "t", "y", "lq_latent", "degrade_sigma")]
+    x_t, t, y, lq_latent, degrade_sigma = [x.bfloat16() if x.is_floating_point() else x for x in inputs]
+    truth = g["outputs.velocity"].double()
+
+    def error():
+        with torch.no_grad():
+            velocity = net(x_t, t, y, lq_latent=lq_latent, degrade_sigma=degrade_sigma)
+        return ((velocity.double() - truth).norm() / truth.norm()).item()
+
+    eager = error()
+    pid_kernels.enable([attention.NAME], strict=True)
+    try:
+        ours = error()
+    finally:
+        pid_kernels.disable([attention.NAME])
+    assert pipelined_launches, "the pipelined kernel did not run"
+    assert ours <= FACTOR * eager, f"{case}: bf16 relative L2 error {ours:.3e} > {FACTOR} x eager {eager:.3e}"
+
+
+# Compiled for the GPU with the arch table's tiles: v1's 2048² sequence (300 + 16384) at 2 heads, 24x64
+# joint with 300 masked text tokens (pipelined), 16x72 PiT on a 32x32 grid, and a short joint case
+# (keys normed in the loop).
 GPU_CASES = {
+    "d64-joint-s16684": dict(batch=1, heads=2, head_dim=64, grid_hw=(128, 128), text_len=300, key_mask=True),
     "d64-joint-lt300": dict(batch=1, heads=24, head_dim=64, grid_hw=(32, 32), text_len=300, key_mask=True),
     "d72-image-only": dict(batch=2, heads=16, head_dim=72, grid_hw=(32, 32), text_len=0),
     "d64-joint-short": dict(batch=2, heads=3, head_dim=64, grid_hw=(7, 9), text_len=7),

@@ -1,0 +1,65 @@
+"""pid_kernels/triton/_sass.py: static facts of kernels compiled for sm_90a / sm_100a without a GPU."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+from pid_kernels.triton import _sass, attention
+
+# Compiling needs the real @triton.jit functions: a process without TRITON_INTERPRET.
+COMPILE = """
+import json, sys, torch
+from pid_kernels.triton import _sass, attention, swiglu
+arch, kernel = sys.argv[1], sys.argv[2]
+if kernel == "swiglu":
+    spec = swiglu.compile_spec(torch.bfloat16, arch)
+else:
+    spec = attention.pipelined_compile_spec(int(kernel.removeprefix("attention_d")), torch.bfloat16, arch)
+print(json.dumps(_sass.kernel_facts(_sass.compile_for(**spec), arch)))
+"""
+
+
+def compiled_facts(arch: str, kernel: str) -> dict:
+    """kernel_facts of "swiglu" or "attention_d<head dim>" compiled for arch in a fresh process."""
+    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
+    run = subprocess.run([sys.executable, "-c", COMPILE, arch, kernel], env={**env, "PYTHONPATH": str(REPO)},
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+# PTX shapes of the three overlaps and of none (instructions only, in program order).
+WAIT_PENDING = "wgmma.mma_async; wgmma.wait_group.sync.aligned 1; ex2.approx.f32; wgmma.wait_group.sync.aligned 0;"
+MMA_PARTITION = ("setmaxnreg.inc.sync.aligned.u32 240; ex2.approx.f32; "
+                 "setmaxnreg.dec.sync.aligned.u32 24; tcgen05.mma.cta_group::1;")
+CONSUMERS = ("setmaxnreg.inc.sync.aligned.u32 232; wgmma.mma_async; wgmma.wait_group.sync.aligned 0; ex2.approx.f32; "
+             "setmaxnreg.inc.sync.aligned.u32 232; wgmma.mma_async; wgmma.wait_group.sync.aligned 0; ex2.approx.f32;")
+SERIAL = "wgmma.mma_async; wgmma.wait_group.sync.aligned 0; ex2.approx.f32; wgmma.mma_async;"
+
+
+@pytest.mark.parametrize("ptx,kind", [(WAIT_PENDING, "wait_pending"), (MMA_PARTITION, "mma_partition"),
+                                      (CONSUMERS, "consumer_warpgroups"), (SERIAL, "none")])
+def test_softmax_overlap_kinds(ptx, kind):
+    assert _sass.softmax_overlap(ptx) == kind
+
+
+@pytest.mark.parametrize("arch,head_dim,mma,overlap", [
+    ("sm_90a", 72, "wgmma", "consumer_warpgroups"),
+    ("sm_100a", 64, "tcgen05", "mma_partition"),
+])
+def test_pipelined_attention_compiles_as_designed(arch, head_dim, mma, overlap):
+    """v1/PiT shapes' kernel (caption mask or ragged keys) as the launcher builds it: the docstring's claims."""
+    facts = compiled_facts(arch, f"attention_d{head_dim}")
+    assert facts["spills"] == 0 and facts["mma"] == mma and facts["tma"], facts
+    assert facts["warp_specialized"] and facts["softmax_overlap"] == overlap, facts
+    assert facts["ctas_per_sm"] == 1, facts
+    assert attention.mma_useful_fraction(head_dim, pipelined=True) >= 0.85
+
+
+def test_swiglu_compiles_without_spills():
+    """sm_90a: the fused SwiGLU GEMM stays on wgmma with both accumulators in registers."""
+    facts = compiled_facts("sm_90a", "swiglu")
+    assert facts["spills"] == 0 and facts["mma"] == "wgmma", facts
