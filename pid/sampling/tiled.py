@@ -119,7 +119,7 @@ def _full_noise(decoder, noise, generator, seed, steps, shape) -> list[torch.Ten
             raise ValueError(f"noise must list {steps} tensors of the full image's shape {shape}")
         return [n.float().cpu() for n in noise]
     device = decoder.net.device
-    generator = generator or torch.Generator(device=device).manual_seed(0 if seed is None else int(seed))
+    generator = generator or torch.Generator(device=device).manual_seed(int(seed))
     return [torch.randn(shape, generator=generator, device=device).cpu() for _ in range(steps)]
 
 
