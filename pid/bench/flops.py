@@ -176,8 +176,8 @@ def forward_ops(
                    4 * image_tokens * attn_dim),
             _gemm("pixel_blocks_attention_gemms", f"{prefix}.attn.proj", image_tokens, attn_dim, attn_dim),
             _gemm("pixel_blocks_compress_expand", f"{prefix}.expand_from_attn", image_tokens, attn_dim, patch_width),
-            # x, y and the per-pixel gate read, x' written
-            OpCall("gated_residual", ELEMENTWISE, f"{prefix}.attn", 0.0, 0, 4 * pixels * pixel_dim),
+            # x, the expanded attention output and the per-pixel gate read, x' written
+            OpCall("gated_residual", ELEMENTWISE, f"{prefix}.expand_from_attn", 0.0, 0, 4 * pixels * pixel_dim),
             # x, shift, scale and gate read, x' written; fc1 and fc2 per pixel
             OpCall("pit_pixel_mlp", "pixel_blocks_mlp", f"{prefix}.mlp", 2 * _linear(pixels, pixel_dim, 4 * pixel_dim),
                    2 * 4 * pixel_dim * pixel_dim, 5 * pixels * pixel_dim),
