@@ -208,7 +208,7 @@ def bench_case(name: str, case_name: str, case: OpCase, device: torch.device, ce
     base = {"op": name, "case": case_name, "shape": case.shape, "dtype": dtype_name(case.dtype), "flops": case.flops,
             "bytes": case.bytes, "input_sets": len(input_sets), "runs": runs, "bound": bound,
             "floor_ms": f"{floor_ms:.5f}", "datasheet": datasheet.name if datasheet else "",
-            "datasheet_floor_ms": f"{sheet_ms:.5f}" if datasheet else "", "copy_gbps": f"{ceilings['copy_gbps']:.1f}",
+            "datasheet_floor_ms": f"{sheet_ms:.5g}" if datasheet else "", "copy_gbps": f"{ceilings['copy_gbps']:.1f}",
             "matmul_bf16_tflops": f"{ceilings['matmul_bf16_tflops']:.1f}", "timings_meaningful": on_gpu,
             "note": "" if on_gpu else DRY_RUN_NOTE}
     rows = []
@@ -250,8 +250,8 @@ def print_row(row: dict) -> None:
 
     print(f"{row['op']:<20} {row['case']:<22} {row['impl']:<22} {value('ms'):>9} ms {value('tflops'):>8} TFLOP/s "
           f"{value('gbps'):>8} GB/s {value('pct_of_ceiling'):>6}% of {row['bound']:<6} x{value('vs_floor'):>6} floor "
-          f"x{value('vs_datasheet_floor'):>6} {row.get('datasheet') or 'datasheet'} floor "
-          f"err {value('rel_error')} {row.get('note') or ''}", flush=True)
+          + (f"x{row['vs_datasheet_floor']:>6} {row['datasheet']} floor " if row.get("vs_datasheet_floor") else "")
+          + f"err {value('rel_error')} {row.get('note') or ''}", flush=True)
 
 
 def main(name: str, cases: Callable[[bool], dict[str, OpCase]], description: str) -> int:

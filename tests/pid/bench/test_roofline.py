@@ -199,3 +199,21 @@ def test_bench_decode_script_predicts_too(capsys):
 
     assert decode.main(["--predict", "RTX4090", "--sizes", "512"], prog="bench_decode.py") == 0
     assert "GeForce RTX 4090" in capsys.readouterr().out
+
+
+def test_op_rows_carry_the_datasheet_floor(capsys):
+    from pid.bench import ops
+
+    case = _table("gated_residual").cases(True)["mmdit_tiny"]
+    measured = {"copy_gbps": 10.0, "matmul_bf16_tflops": 1.0}
+    (row,) = ops.bench_case("gated_residual", "mmdit_tiny", case, torch.device("cpu"), measured, runs=1,
+                            impl_names=["eager_reference"], datasheet=H100)
+    assert row["datasheet"] == "H100 SXM" and row["bound"] == "copy"
+    assert float(row["floor_ms"]) == pytest.approx(case.bytes / 10e9 * 1e3, rel=1e-2)  # printed to 1e-5 ms
+    assert float(row["datasheet_floor_ms"]) == pytest.approx(case.bytes / 3350e9 * 1e3, rel=1e-3)
+    assert float(row["vs_datasheet_floor"]) == pytest.approx(float(row["ms"]) / float(row["datasheet_floor_ms"]), rel=1e-2)
+    ops.print_row(row)
+    assert "H100 SXM floor" in capsys.readouterr().out
+    (cpu_row,) = ops.bench_case("gated_residual", "mmdit_tiny", case, torch.device("cpu"), measured, runs=1,
+                                impl_names=["eager_reference"])
+    assert cpu_row["datasheet"] == cpu_row["vs_datasheet_floor"] == ""  # a CPU has no datasheet
