@@ -44,6 +44,7 @@ BATCHED_OVER_STEPS_TERMS = ("timestep_and_adaln",)
 POLICY_OPS = ("gemm", "conv", "swiglu", "attention")
 PRECISIONS = ("bf16", "fp8")
 BYTES = {"bf16": 2, "fp8": 1, "float32": 4}
+LABELLED = 8  # ops named in the chart's legend, by floor
 
 
 @dataclass(frozen=True)
@@ -302,10 +303,10 @@ def plot(roofline: Roofline, path: str | Path) -> None:
         ridge = rate * 1e3 / c.bandwidth_gbps
         axes.plot([intensities[0], ridge, intensities[1]], [intensities[0] * c.bandwidth_gbps / 1e3, rate, rate],
                   label=f"{precision} roof ({rate:.0f} TFLOP/s, {c.bandwidth_gbps:.0f} GB/s)")
-    for row in roofline.rows:
+    for rank, row in enumerate(roofline.rows):  # largest floor first: the LABELLED first go in the legend
         if row.flops:
-            axes.scatter(row.intensity, row.flops / row.floor_s / 1e12, s=12)
-            axes.annotate(f"{row.op} {row.layer}", (row.intensity, row.flops / row.floor_s / 1e12), fontsize=6)
+            label = f"{row.op} {row.layer} ({row.floor_s / roofline.floor_s:.0%})" if rank < LABELLED else None
+            axes.scatter(row.intensity, row.flops / row.floor_s / 1e12, s=14, label=label)
     axes.set(xscale="log", yscale="log", xlabel="arithmetic intensity (FLOP / byte)", ylabel="attainable TFLOP/s",
              title=f"{roofline.config} {roofline.image_hw[1]}x{roofline.image_hw[0]} b{roofline.batch} "
                    f"{roofline.precision} on {c.name}: floors, not measurements")
