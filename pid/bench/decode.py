@@ -22,6 +22,9 @@ measured in the same run, PSNR against our decoder run in float32 with TF32 off,
 a per-stage breakdown of one profiled decode (torch.profiler ranges wrapped around
 the model's calls from outside).
 
+`--predict GPU` times nothing: it prints the roofline floor of every op and of the decode
+(`pid.bench.roofline`) and exits.
+
 Without a GPU it runs a reduced configuration (a narrow network at 128², few
 caption tokens, 1-2 timed runs of paths (a) and (c)) and says that its timings say
 nothing about GPU performance; `--quick` makes that run short enough for the tests.

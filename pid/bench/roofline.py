@@ -230,23 +230,21 @@ def decode_roofline(config: str | Mapping[str, Any], image_hw: tuple[int, int], 
         chosen = _op_precision(op, precision, policy)
         weight_bytes = op.weights * (BYTES["fp8"] if chosen in ("fp8", "fp8_weight") else BYTES["bf16"])
         rate_precision = "fp8" if chosen == "fp8" else "bf16"
+        moved = weight_bytes + op.activations * BYTES["bf16"] + op.float32 * BYTES["float32"]
         if op.term in STEP_INVARIANT_TERMS:
-            calls = [(op.flops, weight_bytes + op.activations * BYTES["bf16"] + op.float32 * BYTES["float32"])]
-        elif op.term in BATCHED_OVER_STEPS_TERMS:  # one call with `steps` times the rows
-            calls = [(steps * op.flops, weight_bytes + steps * op.activations * BYTES["bf16"])]
-        else:
-            per_step = weight_bytes + op.activations * BYTES["bf16"] + op.float32 * BYTES["float32"]
-            calls = [(op.flops, per_step)] * steps
-            if op.op == "unembed_update":  # + the noise image (half of x_t in, x_t out) on all steps but the last
-                calls = [(op.flops, per_step + (step < steps - 1) * op.float32 // 2 * BYTES["float32"])
-                         for step in range(steps)]
-        row = rows.setdefault((op.op, re.sub(r"\.\d+", ".*", op.layer), chosen),
-                              OpRow(op.op, re.sub(r"\.\d+", ".*", op.layer), chosen))
-        for flops, moved in calls:
-            seconds, bound = floor_seconds(flops, moved, ceilings, rate_precision)
+            calls = [(op.flops, moved)]
+        elif op.term in BATCHED_OVER_STEPS_TERMS:  # one call with `steps` times the rows, the weights once
+            calls = [(steps * op.flops, weight_bytes + steps * (moved - weight_bytes))]
+        else:  # unembed_update also reads the noise (an image: half its float32) on all steps but the last
+            noise = op.float32 // 2 * BYTES["float32"] if op.op == "unembed_update" else 0
+            calls = [(op.flops, moved + noise * (step < steps - 1)) for step in range(steps)]
+        layer = re.sub(r"\.\d+", ".*", op.layer)
+        row = rows.setdefault((op.op, layer, chosen), OpRow(op.op, layer, chosen))
+        for flops, call_bytes in calls:
+            seconds, bound = floor_seconds(flops, call_bytes, ceilings, rate_precision)
             row.calls += 1
             row.flops += flops
-            row.bytes += moved
+            row.bytes += call_bytes
             row.floor_s += seconds
             row.bound = bound if row.bound in ("", bound) else "mixed"
     name = config if isinstance(config, str) else "config dict"

@@ -217,3 +217,17 @@ def test_op_rows_carry_the_datasheet_floor(capsys):
     (cpu_row,) = ops.bench_case("gated_residual", "mmdit_tiny", case, torch.device("cpu"), measured, runs=1,
                                 impl_names=["eager_reference"])
     assert cpu_row["datasheet"] == cpu_row["vs_datasheet_floor"] == ""  # a CPU has no datasheet
+
+
+def test_what_runs_once_per_step_and_per_decode():
+    """adaLN: one call for all 4 steps, weights read once; unembed_update reads noise on 3 of 4 steps;
+    the LQ adapter runs once; the last block's text output branch not at all."""
+    rows = {(row.op, row.layer): row for row in roofline.decode_roofline(V1, (2048, 2048), H100).rows}
+    adaln = rows["gemm", "patch_blocks.*.adaLN_modulation_img.*"]
+    assert adaln.calls == 14 and adaln.bytes == 14 * 2 * (1536 * 9216 + 4 * (1536 + 9216))
+    pixels = 2048 * 2048
+    unembed = rows["unembed_update", "final_layer.linear"]
+    assert unembed.calls == 4 and unembed.bytes == 4 * (2 * (16 * pixels + 48) + 4 * 2 * 3 * pixels) + 3 * 4 * 3 * pixels
+    assert rows["conv", "lq_proj.latent_proj.*"].calls == 10  # 2 convs + 4 residual blocks of 2, once
+    assert rows["swiglu", "patch_blocks.*.mlp_y.w1"].calls == 13 * 4  # not on the last block
+    assert rows["gemm", "patch_blocks.*.attn.qkv_y"].calls == 14 * 4  # its keys and values are attended to
