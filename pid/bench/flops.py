@@ -109,7 +109,8 @@ def forward_ops(
         conv = _gemm("lq_adapter", f"lq_proj.latent_proj.{index}", image_tokens, CONV_TAPS * conv_in, lq_hidden, "conv")
         ops.append(OpCall("conv", conv.term, conv.layer, conv.flops, conv.weights,
                           image_tokens * (conv_in + lq_hidden)))  # the input is read once, not once per tap
-    heads = [f"lq_proj.output_heads.{i}" for i in range(gated_blocks)] + (["lq_proj.pit_head"] if cfg["pit_lq_inject"] else [])
+    heads = [f"lq_proj.output_heads.{i}" for i in range(gated_blocks)]
+    heads += ["lq_proj.pit_head"] if cfg["pit_lq_inject"] else []
     ops += [_gemm("lq_adapter", head, image_tokens, lq_hidden, hidden) for head in heads]
     ops.append(_gemm("caption_projection", "y_embedder.proj", text_tokens, cfg["txt_embed_dim"], hidden))
     ops.append(_gemm("timestep_and_adaln", "t_embedder.mlp.0", 1, TIMESTEP_FEATURES, hidden))
@@ -131,8 +132,10 @@ def forward_ops(
         x, term = ("x", "patch_blocks_image_gemms") if stream == "image" else ("y", "patch_blocks_text_gemms")
         prefix = f"patch_blocks.{block}"
         # shift, scale and gates are [C] vectors of the modulation
-        before = [OpCall("rmsnorm_modulate", ELEMENTWISE, f"{prefix}.norm_{x}1", 0.0, hidden, 2 * (tokens + 1) * hidden),
-                  _gemm(term, f"{prefix}.attn.qkv_{x}", tokens, hidden, 3 * hidden)]
+        before = [
+            OpCall("rmsnorm_modulate", ELEMENTWISE, f"{prefix}.norm_{x}1", 0.0, hidden, 2 * (tokens + 1) * hidden),
+            _gemm(term, f"{prefix}.attn.qkv_{x}", tokens, hidden, 3 * hidden),
+        ]
         term, elementwise = (term, ELEMENTWISE) if with_output else ("last_block_text_output",) * 2
         swiglu = _gemm(term, f"{prefix}.mlp_{x}.w1", tokens, hidden, 2 * mlp_hidden, "swiglu")  # w1 and w3, one GEMM
         after = [
@@ -231,5 +234,5 @@ def breakdown_table(config: str | Mapping[str, Any], image_hw: tuple[int, int], 
     return "\n".join(lines)
 
 
-__all__ = ["DISCARDED_TERMS", "ELEMENTWISE", "STEP_INVARIANT_TERMS", "TERMS", "OpCall", "breakdown_table", "decode_flops",
-           "forward_flops", "forward_ops"]
+__all__ = ["DISCARDED_TERMS", "ELEMENTWISE", "STEP_INVARIANT_TERMS", "TERMS", "OpCall", "breakdown_table",
+           "decode_flops", "forward_flops", "forward_ops"]

@@ -35,8 +35,8 @@ from typing import Callable, Optional
 
 import torch
 
-from pid.bench.accuracy import cast_floats, error_bound, max_error, outputs
 from pid.bench import roofline
+from pid.bench.accuracy import cast_floats, error_bound, max_error, outputs
 from pid.bench.measure import measure_ceilings
 from pid.bench.report import append_csv
 from pid.bench.timing import time_calls
@@ -56,8 +56,9 @@ MAX_INPUT_SETS = 64
 RUNS = 20
 DRY_RUNS = 3
 COLUMNS = ("op", "case", "impl", "shape", "dtype", "flops", "bytes", "input_sets", "runs", "ms", "tflops", "gbps",
-           "bound", "floor_ms", "vs_floor", "datasheet", "datasheet_floor_ms", "vs_datasheet_floor", "pct_of_ceiling", "speedup_vs_best_baseline", "rel_error", "rel_bound", "passed",
-           "copy_gbps", "matmul_bf16_tflops", "timings_meaningful", "note")
+           "bound", "floor_ms", "vs_floor", "datasheet", "datasheet_floor_ms", "vs_datasheet_floor", "pct_of_ceiling",
+           "speedup_vs_best_baseline", "rel_error", "rel_bound", "passed", "copy_gbps", "matmul_bf16_tflops",
+           "timings_meaningful", "note")
 DRY_RUN_NOTE = "dry run on the CPU: tiny shapes, Triton interpreter; timings meaningless"
 BOUNDS = {"compute": "matmul", "memory": "copy"}  # roofline's bound -> the ceiling that sets it
 

@@ -100,10 +100,13 @@ def _table(op: str):
     ("attention", "mmdit_2048", "patch_blocks.0.attn"), ("attention", "pit_2048", "pixel_blocks.0.attn"),
     ("swiglu", "image_2048", "patch_blocks.0.mlp_x.w1"),
     ("sigma_gate", "per_channel_2048", "lq_proj.gate_modules.0.content_proj"),
-    ("rmsnorm_modulate", "mmdit_2048", "patch_blocks.0.norm_x1"), ("rmsnorm_modulate", "pit_pixel_norm_2048", "pixel_blocks.0.norm1"),
-    ("gated_residual", "mmdit_2048", "patch_blocks.0.mlp_x"), ("gated_residual", "pit_gate_2048", "pixel_blocks.0.expand_from_attn"),
-    ("gated_residual_rmsnorm_modulate", "mmdit_2048", "patch_blocks.0.norm_x2"), ("patch_embed", "patch_embed_2048", "s_embedder.proj"),
-    ("pixel_embed", "pixel_embed_2048", "pixel_embedder.proj"), ("pit_pixel_mlp", "pit_mlp_2048", "pixel_blocks.0.mlp"),
+    ("rmsnorm_modulate", "mmdit_2048", "patch_blocks.0.norm_x1"),
+    ("rmsnorm_modulate", "pit_pixel_norm_2048", "pixel_blocks.0.norm1"),
+    ("gated_residual", "mmdit_2048", "patch_blocks.0.mlp_x"),
+    ("gated_residual", "pit_gate_2048", "pixel_blocks.0.expand_from_attn"),
+    ("gated_residual_rmsnorm_modulate", "mmdit_2048", "patch_blocks.0.norm_x2"),
+    ("patch_embed", "patch_embed_2048", "s_embedder.proj"), ("pixel_embed", "pixel_embed_2048", "pixel_embedder.proj"),
+    ("pit_pixel_mlp", "pit_mlp_2048", "pixel_blocks.0.mlp"),
 ])
 def test_op_terms_line_up_with_the_op_benchmarks(op, case, layer):
     """One call's FLOPs and bytes (bf16) as the roofline counts them = the bench_<op>.py case's."""
