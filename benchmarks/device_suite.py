@@ -11,7 +11,7 @@ Stages, in the order the script runs them:
   decode       the headline: `pid bench` at 2048² batch 1, the official paths e f first (with the
                checkout in PID_OFFICIAL_PATH), then d c a b; inductor's default compile mode
   attention    bench_attention.py at 2048² against every SDPA backend (+ SageAttention)
-  ops          every other bench_<op>.py at 2048² against its floor
+  ops          every other bench_<op>.py at 2048² against its floors (measured ceilings, datasheet)
   extra        compute-sanitizer memcheck over the CUDA-extension tests; 4096² and batch 4 decodes
   summary      the final table (printed last) and the files for $OUT
 A dry run (--dry-run) runs each stage on the CPU in reduced form: tiny shapes, the Triton
@@ -107,11 +107,20 @@ def environment(work: Path, dry_run: bool) -> None:
     _write_json(work / "environment.json", {**found, "ceilings": ceilings})
 
 
-def _ceilings(work: Path) -> dict:
+def _ceilings(work: Path, device: torch.device) -> dict:
+    """The ceilings the environment stage measured; without them, the datasheet of this GPU."""
+    from pid.bench import ops
+
     measured = _read_json(work / "environment.json")
-    if measured is None:
-        raise SystemExit("no ceilings: the environment stage did not finish")
-    return measured["ceilings"]
+    if measured is not None:
+        return measured["ceilings"]
+    sheet = ops.datasheet_for(device)
+    if sheet is None:
+        raise SystemExit("no ceilings: the environment stage did not finish and this GPU has no datasheet entry")
+    print(f"NO MEASURED CEILINGS (the environment stage did not finish): floors from the {sheet.name} datasheet",
+          flush=True)
+    return {"copy_gbps": sheet.bandwidth_gbps, "matmul_bf16_tflops": sheet.bf16_tflops,
+            "matmul_fp8_tflops": sheet.fp8_tflops, "probe": f"not measured: {sheet.source}"}
 
 
 def correctness(work: Path, dry_run: bool) -> None:
@@ -153,7 +162,7 @@ def _bench(work: Path, dry_run: bool, names: tuple[str, ...]) -> None:
     from pid.bench import ops
 
     device = _device(dry_run)
-    ceilings, unusable = _ceilings(work), _unusable(work)
+    ceilings, unusable = _ceilings(work, device), _unusable(work)
     size = "tiny" if dry_run else "2048"
     for op in names:
         table = _load_table(op).cases(dry_run)
@@ -298,12 +307,15 @@ def final_table(suite: dict, decode_rows: list[dict], op_rows: list[dict]) -> st
     lines += ["", f"correctness: {sum(row['passed'] == 'True' for row in checks)}/{len(checks)} op cases passed"
               + (f"; unusable (reference used instead): {', '.join(failed)}" if failed else "")]
     lines += ["", f"{'op':<32}{'case':<24}{'impl':<20}{'ms':>10}{'TFLOP/s':>9}{'GB/s':>9}{'%ceil':>8} {'bound':<7}"
-              f"{'x floor':>9}{'vs best':>8}"]
+              f"{'x floor':>9}{'x sheet':>9}{'vs best':>8}"]
     for row in op_rows:
         lines.append(f"{row['op']:<32}{row['case']:<24}{row['impl']:<20}{row.get('ms') or '-':>10}"
                      f"{row.get('tflops') or '-':>9}{row.get('gbps') or '-':>9}{row.get('pct_of_ceiling') or '-':>8} "
-                     f"{row.get('bound') or '-':<7}{row.get('vs_floor') or '-':>9}{row.get('speedup_vs_best_baseline') or '-':>8}"
+                     f"{row.get('bound') or '-':<7}{row.get('vs_floor') or '-':>9}{row.get('vs_datasheet_floor') or '-':>9}"
+                     f"{row.get('speedup_vs_best_baseline') or '-':>8}"
                      + (f"  {row['note'][:50]}" if not row.get("ms") else ""))
+    lines.append("x floor: measured / the floor from this run's ceilings; x sheet: measured / the floor from the GPU's "
+                 "datasheet (pid.bench.roofline)")
     targets = decode_targets(decode_rows)
     targets += _attention_targets(op_rows, TARGETS["attention_vs_best_sdpa"])
     targets += _memory_bound_targets(op_rows, TARGETS["memory_bound_pct_of_copy"])
@@ -311,6 +323,7 @@ def final_table(suite: dict, decode_rows: list[dict], op_rows: list[dict]) -> st
         floor_ms = float(decode_rows[0]["decode_tflop"]) / ceilings["matmul_bf16_tflops"] * 1e3
         lines += ["", f"decode floor: {float(decode_rows[0]['decode_tflop']):.1f} TFLOP / measured bf16 matmul rate = "
                       f"{floor_ms:.1f} ms ({decode_rows[0]['case']})"]
+    lines += _roofline_lines(env, decode_rows)
     lines += ["", "targets (issue 10)" + (" -- dry run: verdicts say nothing" if dry_run else "") + ":"]
     lines += [f"  {target:<58} {measured:<18} {verdict(met)}" for target, measured, met in targets]
     sanitizer = suite.get("sanitizer")
@@ -319,6 +332,38 @@ def final_table(suite: dict, decode_rows: list[dict], op_rows: list[dict]) -> st
     if dry_run:
         lines.append(DRY_NOTE)
     return "\n".join(lines)
+
+
+def _roofline_lines(env: dict, decode_rows: list[dict]) -> list[str]:
+    """Per decode case, the roofline floor (this run's ceilings, then the GPU's datasheet) and the
+    fastest path's time over it."""
+    from pid.bench import roofline
+    from pid.configs import resolve_config
+
+    lines = []
+    sheets = [roofline.from_measured(env["ceilings"], "this run's ceilings")] if env.get("ceilings") else []
+    sheets += [sheet for sheet in [roofline.detect(env.get("gpu", ""))] if sheet]
+    for case in dict.fromkeys(row["case"] for row in decode_rows):
+        rows = [row for row in decode_rows if row["case"] == case]
+        first, timed = rows[0], [row for row in rows if row.get("median_ms")]
+        try:
+            resolve_config(first.get("arch", "?"))
+        except (KeyError, ValueError):
+            lines.append(f"roofline floor {case}: none for {first.get('arch', '?')} (not a released architecture)")
+            continue
+        precision = "fp8" if any(row["impl"].endswith("_fp8") for row in rows) else "bf16"
+        best = min(timed, key=lambda row: float(row["median_ms"])) if timed else None
+        for sheet in sheets:
+            try:
+                floor_ms = roofline.decode_roofline(
+                    first["arch"], (int(first["image_size"]),) * 2, sheet, precision, int(first["batch"]),
+                    int(first["caption_tokens"]), int(first["steps"])).floor_s * 1e3
+            except ValueError as error:  # e.g. fp8 rows without a measured fp8 rate
+                lines.append(f"roofline floor {case} ({sheet.source}): {error}")
+                continue
+            ratio = f"; fastest {best['impl']} {float(best['median_ms']) / floor_ms:.2f} x floor" if best else ""
+            lines.append(f"roofline floor {case} {precision} ({sheet.name}, {sheet.source}): {floor_ms:.1f} ms{ratio}")
+    return lines
 
 
 def _attention_targets(rows: list[dict], target: float) -> list:

@@ -114,6 +114,10 @@ RELEASED_CHECKPOINTS: dict[str, str] = {
     "PiD_v1pt5_res2kto4k_sr4x_official_flux2_undistilled": "v15_sr4x_lat128_down16_unpatchify2",
 }
 
+# Short names of the two network families: the released v1 Flux architecture and v1.5
+# (per-token gates, PiT injection) on the same 16-channel latent.
+SHORT_NAMES: dict[str, str] = {"v1": "v1_sr4x_lat16_down8", "v1.5": "v15_sr4x_lat16_down8"}
+
 # The architecture `pid demo` and `pid bench` build by default: the released v1 Flux decoder.
 DEFAULT_CHECKPOINT = "PiD_res2k_sr4x_official_flux_distill_4step"
 
@@ -142,11 +146,12 @@ def architecture_names() -> list[str]:
 
 
 def released_config(name: str) -> dict[str, Any]:
-    """Config of a released checkpoint (or of an architecture name), as a fresh dict."""
-    arch = RELEASED_CHECKPOINTS.get(name, name)
+    """Config of a released checkpoint (or of an architecture or short name), as a fresh dict."""
+    arch = SHORT_NAMES.get(name) or RELEASED_CHECKPOINTS.get(name, name)
     if arch not in _ARCHITECTURES:
         known = ", ".join(sorted(RELEASED_CHECKPOINTS))
-        raise KeyError(f"unknown PiD checkpoint {name!r}; known checkpoints: {known}")
+        raise KeyError(f"unknown PiD checkpoint {name!r}; known checkpoints: {known}; architectures: "
+                       f"{', '.join(architecture_names())}; short names: {', '.join(SHORT_NAMES)}")
     return copy.deepcopy(_ARCHITECTURES[arch])
 
 

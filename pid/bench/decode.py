@@ -22,6 +22,9 @@ measured in the same run, PSNR against our decoder run in float32 with TF32 off,
 a per-stage breakdown of one profiled decode (torch.profiler ranges wrapped around
 the model's calls from outside).
 
+`--predict GPU` times nothing: it prints the roofline floor of every op and of the decode
+(`pid.bench.roofline`) and exits.
+
 Without a GPU it runs a reduced configuration (a narrow network at 128², few
 caption tokens, 1-2 timed runs of paths (a) and (c)) and says that its timings say
 nothing about GPU performance; `--quick` makes that run short enough for the tests.
@@ -479,8 +482,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup", type=int, help="untimed decodes first (default 2; 1 on CPU, 0 with --quick)")
     parser.add_argument("--dtype", choices=("bf16", "fp16", "fp32"),
                         help="weights and activations of paths a-d (default: bf16 on a GPU, fp32 on CPU, as pid demo)")
-    parser.add_argument("--precision", choices=("fp8",),
-                        help="fp8: paths a-d run the network quantized by pid.quant (refused without fp8 tensor cores)")
+    parser.add_argument("--precision", choices=("bf16", "fp8"),
+                        help="fp8: paths a-d run the network quantized by pid.quant (refused without fp8 tensor cores); "
+                             "bf16 (default): as loaded")
     parser.add_argument("--device", help="default: cuda when available")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--compile-mode", default="max-autotune", help="torch.compile mode of paths (b) and (f)")
@@ -494,11 +498,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-profile", action="store_true", help="skip the profiled decode (no stage columns)")
     parser.add_argument("--out-dir", type=Path, default=Path("benchmarks/results"), help="decode.csv / decode.png go here")
     parser.add_argument("--tmp-dir", help="where the official runner's weights file is written (default: system temp)")
+    roofline = parser.add_argument_group("roofline (pid.bench.roofline): floors, nothing is timed")
+    roofline.add_argument("--predict", metavar="GPU", help="print each op's floor and the decode floor on GPU "
+                          "(H100, H200, B200, GB200, RTX4090, RTX5090: datasheet rates) for --sizes (default 2048), "
+                          "--batches (default 1), --precision, --steps, and exit")
+    roofline.add_argument("--config", help="with --predict: the architecture, a name of pid.configs (v1, v1.5, an "
+                          "architecture or checkpoint name) or a JSON file (default: --checkpoint)")
+    roofline.add_argument("--ceilings", type=Path, help="with --predict: measured ceilings of a device run "
+                          "(its suite.json, environment.json or ops.csv) instead of GPU's datasheet")
+    roofline.add_argument("--json", action="store_true", help="with --predict: JSON instead of the table")
+    roofline.add_argument("--plot", type=Path, help="with --predict: write a roofline chart (PNG; needs matplotlib)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: the reduced CPU network at 128², batch 1, no warm-up, 1 timed run of (a) and (c)")
 
 
 def settings_from_args(args, command: str) -> BenchSettings:
+    given = [flag for flag in ("config", "ceilings", "json", "plot") if getattr(args, flag)]
+    if given:
+        raise ValueError(f"{', '.join('--' + flag for flag in given)}: only with --predict GPU (the roofline)")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     dtype_name = args.dtype or ("bf16" if device.type == "cuda" else "fp32")
     dtype = as_dtype(dtype_name)
@@ -529,7 +546,7 @@ def settings_from_args(args, command: str) -> BenchSettings:
         runs=runs,
         warmup=args.warmup if args.warmup is not None else (0 if args.quick else 1 if reduced else 2),
         dtype=dtype,
-        precision=args.precision,
+        precision=None if args.precision == "bf16" else args.precision,
         device=device,
         seed=args.seed,
         compile_mode=args.compile_mode,
@@ -552,7 +569,13 @@ def main(argv=None, prog: str = "pid bench", out_dir: Optional[Path] = None) -> 
     if out_dir is not None:
         parser.set_defaults(out_dir=Path(out_dir))
     argv = list(sys.argv[1:] if argv is None else argv)
-    run(settings_from_args(parser.parse_args(argv), " ".join([prog, *argv])))
+    args = parser.parse_args(argv)
+    if args.predict:
+        from pid.bench.roofline import report_from_args
+
+        print(report_from_args(args))
+        return 0
+    run(settings_from_args(args, " ".join([prog, *argv])))
     return 0
 
 

@@ -11,8 +11,10 @@ stays cached between calls); calls are timed back to back with `pid.bench.timing
 median of `runs`. The error is max |out - truth| / max |truth| against the reference
 evaluated in float64 (float32 where the case says so: attention, whose float64 score
 matrix would not fit). A case's floor is the larger of FLOPs over the measured matmul
-rate and bytes over the measured copy bandwidth; rows give achieved TFLOP/s and GB/s,
-the share of the ceiling that bounds the case, and measured / floor.
+rate and bytes over the measured copy bandwidth (`pid.bench.roofline.floor_seconds`); rows give
+achieved TFLOP/s and GB/s, the share of the ceiling that bounds the case, measured / floor, and
+measured / the floor from the datasheet of the GPU it ran on (`pid.bench.roofline.GPUS`; empty
+for a GPU not there and on a CPU).
 
 `check_case` is the GPU correctness check of scripts/device_check.sh: fresh inputs,
 outputs poisoned (the CUDA caching allocator's free blocks filled with NaN bytes
@@ -33,6 +35,7 @@ from typing import Callable, Optional
 
 import torch
 
+from pid.bench import roofline
 from pid.bench.accuracy import cast_floats, error_bound, max_error, outputs
 from pid.bench.measure import measure_ceilings
 from pid.bench.report import append_csv
@@ -53,9 +56,11 @@ MAX_INPUT_SETS = 64
 RUNS = 20
 DRY_RUNS = 3
 COLUMNS = ("op", "case", "impl", "shape", "dtype", "flops", "bytes", "input_sets", "runs", "ms", "tflops", "gbps",
-           "bound", "floor_ms", "vs_floor", "pct_of_ceiling", "speedup_vs_best_baseline", "rel_error", "rel_bound", "passed",
-           "copy_gbps", "matmul_bf16_tflops", "timings_meaningful", "note")
+           "bound", "floor_ms", "vs_floor", "datasheet", "datasheet_floor_ms", "vs_datasheet_floor", "pct_of_ceiling",
+           "speedup_vs_best_baseline", "rel_error", "rel_bound", "passed", "copy_gbps", "matmul_bf16_tflops",
+           "timings_meaningful", "note")
 DRY_RUN_NOTE = "dry run on the CPU: tiny shapes, Triton interpreter; timings meaningless"
+BOUNDS = {"compute": "matmul", "memory": "copy"}  # roofline's bound -> the ceiling that sets it
 
 
 @dataclass(frozen=True)
@@ -184,17 +189,27 @@ def _input_sets(case: OpCase, device: torch.device) -> list[list]:
     return [case.make_args(device, torch.Generator(device=device).manual_seed(seed)) for seed in range(count)]
 
 
+def datasheet_for(device: torch.device) -> Optional[roofline.Ceilings]:
+    """The datasheet ceilings of the GPU `device` is (None on a CPU or for a GPU not in roofline.GPUS)."""
+    return roofline.detect(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
+
+
 def bench_case(name: str, case_name: str, case: OpCase, device: torch.device, ceilings: dict,
-               runs: int = RUNS, impl_names: Optional[list[str]] = None) -> list[dict]:
-    """One row per implementation of one case (an implementation that raises gets a note)."""
+               runs: int = RUNS, impl_names: Optional[list[str]] = None,
+               datasheet: Optional[roofline.Ceilings] = None) -> list[dict]:
+    """One row per implementation of one case (an implementation that raises gets a note).
+    ceilings: measured (`measure_ceilings`); datasheet: default, the datasheet of `device`'s GPU."""
     on_gpu = device.type == "cuda"
     input_sets = _input_sets(case, device)
     truth = _truth(name, input_sets[0], case)
-    floors = {"matmul": case.flops / ceilings["matmul_bf16_tflops"] / 1e9, "copy": case.bytes / ceilings["copy_gbps"] / 1e6}
-    bound = max(floors, key=floors.get)
+    floor_s, bound = roofline.floor_seconds(case.flops, case.bytes, roofline.from_measured(ceilings, "this run"))
+    floor_ms, bound = floor_s * 1e3, BOUNDS[bound]
+    datasheet = datasheet or datasheet_for(device)
+    sheet_ms = roofline.floor_seconds(case.flops, case.bytes, datasheet)[0] * 1e3 if datasheet else None
     base = {"op": name, "case": case_name, "shape": case.shape, "dtype": dtype_name(case.dtype), "flops": case.flops,
             "bytes": case.bytes, "input_sets": len(input_sets), "runs": runs, "bound": bound,
-            "floor_ms": f"{floors[bound]:.5f}", "copy_gbps": f"{ceilings['copy_gbps']:.1f}",
+            "floor_ms": f"{floor_ms:.5f}", "datasheet": datasheet.name if datasheet else "",
+            "datasheet_floor_ms": f"{sheet_ms:.5g}" if datasheet else "", "copy_gbps": f"{ceilings['copy_gbps']:.1f}",
             "matmul_bf16_tflops": f"{ceilings['matmul_bf16_tflops']:.1f}", "timings_meaningful": on_gpu,
             "note": "" if on_gpu else DRY_RUN_NOTE}
     rows = []
@@ -215,8 +230,10 @@ def bench_case(name: str, case_name: str, case: OpCase, device: torch.device, ce
         ms = timed["median_ms"]
         tflops, gbps = case.flops / ms / 1e9, case.bytes / ms / 1e6
         pct = tflops / ceilings["matmul_bf16_tflops"] if bound == "matmul" else gbps / ceilings["copy_gbps"]
-        row.update(ms=f"{ms:.4f}", tflops=f"{tflops:.2f}", gbps=f"{gbps:.1f}", vs_floor=f"{ms / floors[bound]:.2f}",
+        row.update(ms=f"{ms:.4f}", tflops=f"{tflops:.2f}", gbps=f"{gbps:.1f}", vs_floor=f"{ms / floor_ms:.2f}",
                    pct_of_ceiling=f"{100 * pct:.1f}")
+        if sheet_ms:
+            row["vs_datasheet_floor"] = f"{ms / sheet_ms:.2f}"
         rows.append(row)
     baseline_ms = [float(r["ms"]) for r in rows if "ms" in r and not r["impl"].startswith("pid_")]
     for row in rows:
@@ -234,7 +251,8 @@ def print_row(row: dict) -> None:
 
     print(f"{row['op']:<20} {row['case']:<22} {row['impl']:<22} {value('ms'):>9} ms {value('tflops'):>8} TFLOP/s "
           f"{value('gbps'):>8} GB/s {value('pct_of_ceiling'):>6}% of {row['bound']:<6} x{value('vs_floor'):>6} floor "
-          f"err {value('rel_error')} {row.get('note') or ''}", flush=True)
+          + (f"x{row['vs_datasheet_floor']:>6} {row['datasheet']} floor " if row.get("vs_datasheet_floor") else "")
+          + f"err {value('rel_error')} {row.get('note') or ''}", flush=True)
 
 
 def main(name: str, cases: Callable[[bool], dict[str, OpCase]], description: str) -> int:
@@ -283,5 +301,5 @@ def main(name: str, cases: Callable[[bool], dict[str, OpCase]], description: str
     return 0
 
 
-__all__ = ["COLUMNS", "OpCase", "SIZES", "TINY_SIZES", "bench_case", "check_case", "config", "implementations",
-           "main", "norm_weight", "randn", "row_layouts", "sizes"]
+__all__ = ["COLUMNS", "OpCase", "SIZES", "TINY_SIZES", "bench_case", "check_case", "config", "datasheet_for",
+           "implementations", "main", "norm_weight", "randn", "row_layouts", "sizes"]

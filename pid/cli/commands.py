@@ -304,6 +304,11 @@ def cmd_quantize(args) -> int:
 def cmd_bench(args) -> int:
     from pid.bench import decode as bench
 
+    if args.predict:
+        from pid.bench.roofline import report_from_args
+
+        print(report_from_args(args))
+        return 0
     bench.run(bench.settings_from_args(args, " ".join(["pid", *args.raw_argv])))
     return 0
 
@@ -404,7 +409,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from pid.bench.decode import add_arguments
 
-    bench = commands.add_parser("bench", help="time every decode path (eager, compiled, graphs, official) end to end")
+    bench = commands.add_parser("bench", help="time every decode path (eager, compiled, graphs, official) end to end; "
+                                 "--predict GPU: roofline floors instead")
     add_arguments(bench)
     bench.set_defaults(run=cmd_bench)
     return parser
