@@ -69,6 +69,7 @@ class OpCase:
     dtype: torch.dtype = torch.bfloat16  # the precision it computes in (sets the error rule's ulp floor)
     truth_dtype: torch.dtype = torch.float64
     baselines: dict[str, Callable] = field(default_factory=dict)  # more implementations, seam arguments
+    matmul: str = "bf16"  # the tensor-core rate its FLOPs are bounded by: "bf16" or "fp8" (e4m3 operands)
 
 
 def config(checkpoint: str = DEFAULT_CHECKPOINT, tiny: bool = False) -> dict:
@@ -184,13 +185,22 @@ def _input_sets(case: OpCase, device: torch.device) -> list[list]:
     return [case.make_args(device, torch.Generator(device=device).manual_seed(seed)) for seed in range(count)]
 
 
+def matmul_ceiling(case: OpCase, ceilings: dict) -> float:
+    """The measured matmul TFLOP/s that bounds `case`: fp8 where it has e4m3 operands and fp8 was
+    measured, else bf16 (about half the fp8 rate, so such a floor is too high)."""
+    if case.matmul == "fp8" and ceilings.get("matmul_fp8_tflops"):
+        return ceilings["matmul_fp8_tflops"]
+    return ceilings["matmul_bf16_tflops"]
+
+
 def bench_case(name: str, case_name: str, case: OpCase, device: torch.device, ceilings: dict,
                runs: int = RUNS, impl_names: Optional[list[str]] = None) -> list[dict]:
     """One row per implementation of one case (an implementation that raises gets a note)."""
     on_gpu = device.type == "cuda"
     input_sets = _input_sets(case, device)
     truth = _truth(name, input_sets[0], case)
-    floors = {"matmul": case.flops / ceilings["matmul_bf16_tflops"] / 1e9, "copy": case.bytes / ceilings["copy_gbps"] / 1e6}
+    matmul_tflops = matmul_ceiling(case, ceilings)
+    floors = {"matmul": case.flops / matmul_tflops / 1e9, "copy": case.bytes / ceilings["copy_gbps"] / 1e6}
     bound = max(floors, key=floors.get)
     base = {"op": name, "case": case_name, "shape": case.shape, "dtype": dtype_name(case.dtype), "flops": case.flops,
             "bytes": case.bytes, "input_sets": len(input_sets), "runs": runs, "bound": bound,
@@ -214,7 +224,7 @@ def bench_case(name: str, case_name: str, case: OpCase, device: torch.device, ce
             continue
         ms = timed["median_ms"]
         tflops, gbps = case.flops / ms / 1e9, case.bytes / ms / 1e6
-        pct = tflops / ceilings["matmul_bf16_tflops"] if bound == "matmul" else gbps / ceilings["copy_gbps"]
+        pct = tflops / matmul_tflops if bound == "matmul" else gbps / ceilings["copy_gbps"]
         row.update(ms=f"{ms:.4f}", tflops=f"{tflops:.2f}", gbps=f"{gbps:.1f}", vs_floor=f"{ms / floors[bound]:.2f}",
                    pct_of_ceiling=f"{100 * pct:.1f}")
         rows.append(row)
