@@ -8,7 +8,10 @@ quantized by the same PyTorch code as the reference (`attention._quantize`), so 
 matches `attention_core` up to float32 summation order (tests/pid/quant, under the
 interpreter). Head dims are padded to a power of two (72 -> 128). `pid.quant.attention`
 calls it for CUDA tensors; the default GPU policy keeps attention in bf16 until a device run
-has checked it. Never run on a GPU.
+has checked it. Static compile (`compile_specs`, tests/pid/quant/test_fp8_static.py), 8 warps,
+0 spills: sm_90a wgmma s8.s8 (QK^T) and e4m3.e4m3 (PV), d64 196 / 208 registers (triton 3.9 / 3.6),
+d72-as-128 240 / 254; sm_100a tcgen05 kind::i8 and kind::f8f6f4, 160-174 registers. No TMA, no
+warp specialization, no softmax / MMA overlap (one warpgroup pair, serial). Never run on a GPU.
 """
 
 from __future__ import annotations

@@ -11,9 +11,16 @@ rounding at the store:
                             quantized per token (`pid_kernels/triton/sigma_gate_fp8.py`).
 Under the Triton interpreter they run on CPU tensors and match the emulation (tests/pid/quant).
 
-Static compile (`compile_specs`, tests/pid/quant/test_fp8_static.py, triton 3.9 and 3.6): both
-kernels issue `wgmma ... e4m3.e4m3` on sm_90a and `tcgen05.mma ... kind::f8f6f4` on sm_100a with
-0 spills at BLOCK 128 x 128 x 64, 8 warps, 3 stages. Never run on a GPU.
+Static compile (`compile_specs`: the launches at PiD's shapes, K as the constant the launcher
+passes; tests/pid/quant/test_fp8_static.py), 128 x 64 x 64 tiles, 8 warps, 3 stages, 0 spills:
+                       sm_90a (wgmma m64n64k32 e4m3)    sm_100a (tcgen05 kind::f8f6f4)
+                       triton 3.9      3.6              3.9      3.6
+  bias, K = 768        100 regs        80 regs          170      174 regs
+  sigma gate, K = 3072 166 regs        144 regs         170      170 regs
+both with cp.async-pipelined loads (36 KiB shared memory). 128 x 128 tiles spilled on sm_100a
+(the epilogues read the tcgen05 accumulator back into registers). With K a run-time argument the
+compiler cannot prove rows 16-byte aligned: byte loads, no pipelining, 255 registers and spills,
+hence the constant. No TMA, no warp specialization. Never run on a GPU.
 """
 
 from __future__ import annotations
