@@ -4,7 +4,7 @@ x' quantized per token, vs gated_residual_rmsnorm_modulate's reference + quantiz
 import pytest
 import torch
 
-from kernel_testing import DEVICE, residual_args, with_dtypes
+from kernel_testing import DEVICE, maybe_compiled, residual_args, with_dtypes
 from pid_kernels.runtime import interpreting
 from pid_kernels.triton import gated_residual_rmsnorm_modulate_fp8 as op
 from test_rmsnorm_modulate_fp8 import assert_matches_quantized
@@ -18,7 +18,7 @@ def residual_modulate_args(batch, tokens, width, dtype, per_token=False, seed=0)
 
 def check(args, what):
     assert op.supports(*args) == []
-    updated, values, scales = op.gated_residual_rmsnorm_modulate_fp8(*args)
+    updated, values, scales = maybe_compiled(op.gated_residual_rmsnorm_modulate_fp8)(*args)
     ref_updated, ref_values, ref_scales = op.reference(*args)
     assert torch.equal(updated, ref_updated), f"{what}: x' differs"  # elementwise: exact
     assert_matches_quantized((values, scales), (ref_values, ref_scales), what)

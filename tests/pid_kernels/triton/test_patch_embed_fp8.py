@@ -4,7 +4,7 @@ bias epilogue vs the seam's reference evaluated in float32."""
 import pytest
 import torch
 
-from kernel_testing import DEVICE, with_dtypes
+from kernel_testing import DEVICE, maybe_compiled, with_dtypes
 from pid.quant.fp8 import quantize_rows
 from pid_kernels.runtime import interpreting
 from pid_kernels.triton import patch_embed_fp8 as op
@@ -22,7 +22,7 @@ def patch_args(batch=2, hw=(48, 80), width=40, patch_size=16, dtype=torch.float3
 
 def check(args, dtype, what):
     assert op.supports(*args) == [], what
-    ours = op.patch_embed_fp8(*args)
+    ours = maybe_compiled(op.patch_embed_fp8)(*args)
     image, weight, weight_scale, bias, patch_size = args
     truth = op.reference(image.float(), weight, weight_scale, bias.float(), patch_size)
     scale = truth.abs().max().item()

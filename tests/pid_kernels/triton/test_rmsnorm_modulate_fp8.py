@@ -5,7 +5,7 @@ composition, rmsnorm_modulate's reference followed by pid.quant.fp8.quantize_row
 import pytest
 import torch
 
-from kernel_testing import DEVICE, residual_args, with_dtypes
+from kernel_testing import DEVICE, maybe_compiled, residual_args, with_dtypes
 from pid.quant.fp8 import E4M3
 from pid_kernels.runtime import interpreting
 from pid_kernels.triton import rmsnorm_modulate_fp8 as op
@@ -45,7 +45,8 @@ def modulate_args(batch, tokens, width, dtype, per_token=False, seed=0):
 def test_matches_the_unfused_composition(batch, tokens, width, per_token, dtype):
     args = modulate_args(batch, tokens, width, dtype, per_token)
     assert op.supports(*args) == []
-    assert_matches_quantized(op.rmsnorm_modulate_fp8(*args), op.reference(*args), f"{dtype} {tuple(args[0].shape)}")
+    ours = maybe_compiled(op.rmsnorm_modulate_fp8)(*args)
+    assert_matches_quantized(ours, op.reference(*args), f"{dtype} {tuple(args[0].shape)}")
 
 
 def test_two_dimensional_rows_and_zero_rows():

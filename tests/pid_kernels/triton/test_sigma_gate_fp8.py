@@ -4,7 +4,7 @@ reference ([x, lq] quantized per token, the emulated fp8 product) evaluated in f
 import pytest
 import torch
 
-from kernel_testing import DEVICE, with_dtypes
+from kernel_testing import DEVICE, maybe_compiled, with_dtypes
 from pid.quant.fp8 import quantize_rows
 from pid_kernels.runtime import interpreting
 from pid_kernels.triton import sigma_gate_fp8 as op
@@ -26,7 +26,7 @@ def gate_args(batch=2, tokens=37, width=48, dtype=torch.float32, seed=0):
 
 def check(args, dtype, what):
     assert op.supports(*args) == [], what
-    ours = op.sigma_gate_fp8(*args)
+    ours = maybe_compiled(op.sigma_gate_fp8)(*args)
     upcast = [t.float() if i not in (2, 3) else t for i, t in enumerate(args)]
     truth = op.reference(*upcast)  # float32 logit, e4m3 values as in dtype (exactly representable)
     assert ours.dtype == dtype and ours.shape == truth.shape, what
