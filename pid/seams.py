@@ -13,7 +13,7 @@ P2 = patch_size**2 pixels per patch, Dp per-pixel width.
 from __future__ import annotations
 
 import functools
-from typing import Callable, Optional
+from typing import Callable, NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
@@ -296,3 +296,80 @@ def unembed_update(
     """Final layer, un-patchify and sampler step in one: the next x_t (x0 on the last step)."""
     velocity = pixels_to_image.reference(pixels, norm_weight, weight, bias, image_hw, patch_size)
     return sampler_update(x_t, velocity.float(), t, t_next, noise)
+
+
+# fp8 producers and GEMMs (pid.quant): e4m3 values with one float32 scale per row, as
+# `pid.quant.fp8.quantize_rows` makes them; the consuming GEMMs are `pid.quant.fp8.scaled_mm`.
+# pid.quant is imported inside the bodies: it imports the model, which imports this module.
+
+
+class QuantizedRows(NamedTuple):
+    """A producer's output handed to an fp8 GEMM (`pid.quant.FP8Linear`) instead of a tensor:
+    e4m3 values [..., K], float32 scales [..., 1], and the dtype of the tensor it stands for."""
+
+    values: torch.Tensor
+    scales: torch.Tensor
+    dtype: torch.dtype
+
+
+@seam
+def rmsnorm_modulate_fp8(
+    x: torch.Tensor, weight: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, eps: float = RMS_EPS
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """rmsnorm_modulate(x, ...) quantized per token for an fp8 GEMM: (e4m3 [..., C], float32 [..., 1])."""
+    from pid.quant.fp8 import quantize_rows
+
+    return quantize_rows(rmsnorm_modulate.reference(x, weight, shift, scale, eps))
+
+
+@seam
+def gated_residual_rmsnorm_modulate_fp8(
+    x: torch.Tensor,
+    gate: torch.Tensor,
+    y: torch.Tensor,
+    weight: torch.Tensor,
+    shift: torch.Tensor,
+    scale: torch.Tensor,
+    eps: float = RMS_EPS,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """gated_residual_rmsnorm_modulate with the modulated x' quantized per token:
+    (x' in x's dtype, e4m3 [..., C], float32 [..., 1])."""
+    from pid.quant.fp8 import quantize_rows
+
+    updated, modulated = gated_residual_rmsnorm_modulate.reference(x, gate, y, weight, shift, scale, eps)
+    return (updated, *quantize_rows(modulated))
+
+
+@seam
+def sigma_gate_fp8(
+    x: torch.Tensor,
+    lq: torch.Tensor,
+    weight: torch.Tensor,
+    weight_scale: torch.Tensor,
+    bias: torch.Tensor,
+    log_alpha: torch.Tensor,
+    sigma: torch.Tensor,
+) -> torch.Tensor:
+    """sigma_gate with its GEMM in fp8: [x, lq] quantized per token, weight e4m3 [N, 2C] with
+    weight_scale float32 [N] (pid.quant.FP8Linear's), the logit rounded to x's dtype as eager's."""
+    from pid.quant.fp8 import quantize_rows, scaled_mm
+
+    batch, tokens, width = x.shape
+    values, scales = quantize_rows(torch.cat([x, lq], dim=-1).view(-1, 2 * width))
+    content_logit = scaled_mm(values, scales, weight, weight_scale, bias, x.dtype, backend="emulate")
+    sigma_offset = -log_alpha.float().exp() * sigma.float().view(-1, 1, 1)
+    return (x + torch.sigmoid(content_logit.view(batch, tokens, -1) + sigma_offset) * lq).to(x.dtype)
+
+
+@seam
+def patch_embed_fp8(
+    image: torch.Tensor, weight: torch.Tensor, weight_scale: torch.Tensor, bias: torch.Tensor, patch_size: int
+) -> torch.Tensor:
+    """patch_embed with its GEMM in fp8: patches quantized per token, weight e4m3 [C, 3*P*P] with
+    weight_scale float32 [C]; [B, 3, H, W] -> [B, Li, C] in the image dtype."""
+    from pid.quant.fp8 import quantize_rows, scaled_mm
+
+    patches = F.unfold(image, kernel_size=patch_size, stride=patch_size).transpose(1, 2)
+    values, scales = quantize_rows(patches.reshape(-1, patches.shape[-1]))
+    tokens = scaled_mm(values, scales, weight, weight_scale, bias, image.dtype, backend="emulate")
+    return tokens.view(image.shape[0], patches.shape[1], -1)

@@ -74,6 +74,7 @@ class OpCase:
     dtype: torch.dtype = torch.bfloat16  # the precision it computes in (sets the error rule's ulp floor)
     truth_dtype: torch.dtype = torch.float64
     baselines: dict[str, Callable] = field(default_factory=dict)  # more implementations, seam arguments
+    matmul: str = "bf16"  # the tensor-core rate its FLOPs are bounded by: "bf16" or "fp8" (e4m3 operands)
 
 
 def config(checkpoint: str = DEFAULT_CHECKPOINT, tiny: bool = False) -> dict:
@@ -194,6 +195,12 @@ def datasheet_for(device: torch.device) -> Optional[roofline.Ceilings]:
     return roofline.detect(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
 
 
+def matmul_precision(case: OpCase, ceilings: roofline.Ceilings) -> str:
+    """The tensor-core rate that bounds `case`: fp8 where it has e4m3 operands and `ceilings` know the
+    fp8 rate, else bf16 (about half the fp8 rate, so such a floor is too high)."""
+    return "fp8" if case.matmul == "fp8" and ceilings.fp8_tflops else "bf16"
+
+
 def bench_case(name: str, case_name: str, case: OpCase, device: torch.device, ceilings: dict,
                runs: int = RUNS, impl_names: Optional[list[str]] = None,
                datasheet: Optional[roofline.Ceilings] = None) -> list[dict]:
@@ -202,10 +209,14 @@ def bench_case(name: str, case_name: str, case: OpCase, device: torch.device, ce
     on_gpu = device.type == "cuda"
     input_sets = _input_sets(case, device)
     truth = _truth(name, input_sets[0], case)
-    floor_s, bound = roofline.floor_seconds(case.flops, case.bytes, roofline.from_measured(ceilings, "this run"))
+    measured = roofline.from_measured(ceilings, "this run")
+    precision = matmul_precision(case, measured)
+    matmul_tflops = measured.rate(precision)
+    floor_s, bound = roofline.floor_seconds(case.flops, case.bytes, measured, precision)
     floor_ms, bound = floor_s * 1e3, BOUNDS[bound]
     datasheet = datasheet or datasheet_for(device)
-    sheet_ms = roofline.floor_seconds(case.flops, case.bytes, datasheet)[0] * 1e3 if datasheet else None
+    sheet_ms = (roofline.floor_seconds(case.flops, case.bytes, datasheet, matmul_precision(case, datasheet))[0] * 1e3
+                if datasheet else None)
     base = {"op": name, "case": case_name, "shape": case.shape, "dtype": dtype_name(case.dtype), "flops": case.flops,
             "bytes": case.bytes, "input_sets": len(input_sets), "runs": runs, "bound": bound,
             "floor_ms": f"{floor_ms:.5f}", "datasheet": datasheet.name if datasheet else "",
@@ -229,7 +240,7 @@ def bench_case(name: str, case_name: str, case: OpCase, device: torch.device, ce
             continue
         ms = timed["median_ms"]
         tflops, gbps = case.flops / ms / 1e9, case.bytes / ms / 1e6
-        pct = tflops / ceilings["matmul_bf16_tflops"] if bound == "matmul" else gbps / ceilings["copy_gbps"]
+        pct = tflops / matmul_tflops if bound == "matmul" else gbps / ceilings["copy_gbps"]
         row.update(ms=f"{ms:.4f}", tflops=f"{tflops:.2f}", gbps=f"{gbps:.1f}", vs_floor=f"{ms / floor_ms:.2f}",
                    pct_of_ceiling=f"{100 * pct:.1f}")
         if sheet_ms:

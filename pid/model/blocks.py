@@ -82,6 +82,11 @@ class JointAttention(nn.Module):
 class MMDiTBlock(nn.Module):
     """Joint text/image block with per-stream adaLN from the timestep condition."""
 
+    # Consumers ("attn_x", "attn_y", "mlp_x", "mlp_y") whose GEMMs compute in fp8; pid.quant sets it
+    # per block. Their adaLN output is then made as the e4m3 values and per-token scales those GEMMs
+    # take (seams.QuantizedRows, from the *_fp8 seams: one pass, fused on a GPU), not a tensor.
+    fp8_consumers: frozenset = frozenset()
+
     def __init__(self, dim: int, num_heads: int):
         super().__init__()
         self.norm_x1 = RMSNorm(dim)
@@ -97,6 +102,17 @@ class MMDiTBlock(nn.Module):
     def modulation(self, condition: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """silu(t_emb) [N, 1, C] -> (image, text) modulation, each [N, 1, 6C]."""
         return self.adaLN_modulation_img(condition), self.adaLN_modulation_txt(condition)
+
+    def _modulate(self, consumer: str, x, weight, shift, scale):
+        if consumer in self.fp8_consumers:
+            return seams.QuantizedRows(*seams.rmsnorm_modulate_fp8(x, weight, shift, scale), x.dtype)
+        return seams.rmsnorm_modulate(x, weight, shift, scale)
+
+    def _residual_modulate(self, consumer: str, x, gate, y, weight, shift, scale):
+        if consumer in self.fp8_consumers:
+            updated, values, scales = seams.gated_residual_rmsnorm_modulate_fp8(x, gate, y, weight, shift, scale)
+            return updated, seams.QuantizedRows(values, scales, x.dtype)
+        return seams.gated_residual_rmsnorm_modulate(x, gate, y, weight, shift, scale)
 
     def forward(
         self,
@@ -119,21 +135,21 @@ class MMDiTBlock(nn.Module):
             MODULATION_CHUNKS, dim=-1
         )
         attn_img, attn_txt = self.attn(
-            seams.rmsnorm_modulate(image_tokens, self.norm_x1.weight, shift_a, scale_a),
-            seams.rmsnorm_modulate(text_tokens, self.norm_y1.weight, t_shift_a, t_scale_a),
+            self._modulate("attn_x", image_tokens, self.norm_x1.weight, shift_a, scale_a),
+            self._modulate("attn_y", text_tokens, self.norm_y1.weight, t_shift_a, t_scale_a),
             image_rope,
             text_rope,
             txt_key_mask,
             with_text_output,
         )
-        image_tokens, mlp_in = seams.gated_residual_rmsnorm_modulate(
-            image_tokens, gate_a, attn_img, self.norm_x2.weight, shift_m, scale_m
+        image_tokens, mlp_in = self._residual_modulate(
+            "mlp_x", image_tokens, gate_a, attn_img, self.norm_x2.weight, shift_m, scale_m
         )
         image_tokens = seams.gated_residual(image_tokens, gate_m, self.mlp_x(mlp_in))
         if not with_text_output:
             return image_tokens, None
-        text_tokens, text_mlp_in = seams.gated_residual_rmsnorm_modulate(
-            text_tokens, t_gate_a, attn_txt, self.norm_y2.weight, t_shift_m, t_scale_m
+        text_tokens, text_mlp_in = self._residual_modulate(
+            "mlp_y", text_tokens, t_gate_a, attn_txt, self.norm_y2.weight, t_shift_m, t_scale_m
         )
         text_tokens = seams.gated_residual(text_tokens, t_gate_m, self.mlp_y(text_mlp_in))
         return image_tokens, text_tokens

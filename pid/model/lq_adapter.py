@@ -32,15 +32,23 @@ class SigmaGate(nn.Module):
 
     def lq_logit(self, lq: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         """The step-invariant half of the logit, lq W_lq^T + b - exp(log_alpha) * sigma, float32."""
-        weight_lq = self.content_proj.weight[:, lq.shape[-1] :]
+        weight_lq = self._dense_weight(lq.dtype)[:, lq.shape[-1] :]
         logit = F.linear(lq, weight_lq, self.content_proj.bias).float()
         return logit - self.log_alpha.float().exp() * sigma.float().view(-1, 1, 1)
 
+    def _dense_weight(self, dtype: torch.dtype) -> torch.Tensor:
+        """content_proj's weight as a dense tensor (pid.quant's FP8Linear stores it in e4m3)."""
+        proj = self.content_proj
+        return proj.dequantized_weight(dtype) if hasattr(proj, "dequantized_weight") else proj.weight
+
     def forward(self, x: torch.Tensor, lq: torch.Tensor, sigma: torch.Tensor, lq_logit=None) -> torch.Tensor:
         """With `lq_logit` (from `lq_logit`, once per decode) only the x half of the GEMM runs."""
+        proj = self.content_proj
         if lq_logit is not None:
-            return seams.sigma_gate_split(x, lq, self.content_proj.weight[:, : x.shape[-1]], lq_logit)
-        return seams.sigma_gate(x, lq, self.content_proj.weight, self.content_proj.bias, self.log_alpha, sigma)
+            return seams.sigma_gate_split(x, lq, self._dense_weight(x.dtype)[:, : x.shape[-1]], lq_logit)
+        if getattr(proj, "mode", None) == "fp8":  # pid.quant: the gate's GEMM in fp8
+            return seams.sigma_gate_fp8(x, lq, proj.weight, proj.weight_scale, proj.bias, self.log_alpha, sigma)
+        return seams.sigma_gate(x, lq, self._dense_weight(x.dtype), proj.bias, self.log_alpha, sigma)
 
 
 def _conv3x3(in_ch: int, out_ch: int, padding_mode: str) -> nn.Conv2d:

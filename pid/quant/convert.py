@@ -21,6 +21,10 @@ from pid.quant.linear import FP8Linear
 from pid.quant.policy import Policy, plan
 
 QUANT_ATTRIBUTE = "pid_quant"  # on the net: the QuantReport of its quantization
+# MMDiTBlock.fp8_consumers names -> the layers that consume that adaLN output; a consumer whose
+# layers all compute in fp8 gets its input from the producer already quantized (seams.QuantizedRows).
+FP8_CONSUMERS = {"attn_x": ("attn.qkv_x",), "attn_y": ("attn.qkv_y",), "mlp_x": ("mlp_x.w1", "mlp_x.w3"),
+                 "mlp_y": ("mlp_y.w1", "mlp_y.w3")}
 
 
 @dataclass
@@ -52,6 +56,15 @@ def _set_submodule(root: nn.Module, name: str, module: nn.Module) -> None:
     setattr(root.get_submodule(parent_name) if parent_name else root, child, module)
 
 
+def mark_fp8_consumers(net: nn.Module) -> None:
+    """Set each MM-DiT block's `fp8_consumers` from which of its layers are fp8 FP8Linears."""
+    for block in getattr(net, "patch_blocks", ()):
+        block.fp8_consumers = frozenset(
+            consumer for consumer, layers in FP8_CONSUMERS.items()
+            if all(getattr(block.get_submodule(layer), "mode", None) == "fp8" for layer in layers)
+        )
+
+
 def weight_bytes(net: nn.Module) -> int:
     """Bytes of every parameter and buffer of the state dict (works on the meta device)."""
     return sum(t.numel() * t.element_size() for t in net.state_dict().values())
@@ -75,6 +88,7 @@ def quantize_model(net: nn.Module, policy: Optional[Policy] = None) -> QuantRepo
         report.layers[name] = (rule.precision, rule.reason)
     for name, rule in layers.convs.items():
         report.layers[name] = (rule.precision, rule.reason)
+    mark_fp8_consumers(net)
     report.weight_bytes = weight_bytes(net)
     setattr(net, QUANT_ATTRIBUTE, report)
     return report
@@ -96,5 +110,6 @@ def quantized_layout(net: nn.Module, layers: dict, attention_recipe: str) -> Non
         elif precision != "bf16":
             raise ValueError(f"quantized export asks {precision} for {name}, a {type(module).__name__}")
         report.layers[name] = (precision, "from the quantized export")
+    mark_fp8_consumers(net)
     report.weight_bytes = weight_bytes(net)
     setattr(net, QUANT_ATTRIBUTE, report)

@@ -21,6 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from pid.quant.fp8 import dequantize, quantize_rows, scaled_mm
+from pid.seams import QuantizedRows
 
 MODES = ("fp8", "fp8_weight")
 QUANTIZED_BUFFERS = ("weight", "weight_scale")
@@ -52,18 +53,24 @@ class FP8Linear(nn.Module):
     def dequantized_weight(self, dtype: torch.dtype) -> torch.Tensor:
         return dequantize(self.weight, self.weight_scale.view(-1, 1)).to(dtype)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x [..., K] -> [..., N] in x's dtype."""
+    def forward(self, x) -> torch.Tensor:
+        """x [..., K] -> [..., N] in x's dtype; in "fp8" mode x may also be a `pid.seams.QuantizedRows`
+        (a producer already quantized it per token, as `quantize_rows` does)."""
+        if isinstance(x, QuantizedRows):
+            if self.mode != "fp8":
+                raise ValueError(f"an {self.mode} layer takes a tensor, not QuantizedRows")
+            return self._product(x.values, x.scales, x.dtype)
         if self.mode == "fp8_weight":
             return F.linear(x, self.dequantized_weight(x.dtype), self.bias)
-        rows = x.reshape(-1, self.in_features)
-        x_q, x_scale = quantize_rows(rows)
+        return self._product(*quantize_rows(x), x.dtype)
+
+    def _product(self, values: torch.Tensor, scales: torch.Tensor, out_dtype: torch.dtype) -> torch.Tensor:
         # Off a GPU, the float32 emulation (what CI runs); it is exact up to summation order.
         out = scaled_mm(
-            x_q.contiguous(), x_scale, self.weight, self.weight_scale, self.bias, x.dtype,
-            backend="torch" if x.is_cuda else "emulate",
+            values.reshape(-1, self.in_features).contiguous(), scales.reshape(-1, 1), self.weight, self.weight_scale,
+            self.bias, out_dtype, backend="torch" if values.is_cuda else "emulate",
         )
-        return out.view(*x.shape[:-1], self.out_features)
+        return out.view(*values.shape[:-1], self.out_features)
 
     def _apply(self, fn: Callable, recurse: bool = True):
         # nn.Module.to(dtype) would cast the e4m3 weight and its float32 scales like any float

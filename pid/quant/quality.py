@@ -138,6 +138,7 @@ SENSITIVITY_GROUPS = {
     "PiT adaLN (fp8 compute)": ("pixel_blocks.*.adaLN_modulation*",),
     "LQ adapter heads": ("lq_proj.output_heads.*", "lq_proj.pit_head"),
     "caption embedder": ("y_embedder.*",),
+    "sigma gates": ("*.content_proj",),
 }
 
 

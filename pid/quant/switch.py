@@ -1,7 +1,9 @@
 """`pid.CompileConfig(precision="fp8")`: quantize a compiled network in place, and say what ran.
 
 Refused on a GPU without fp8 tensor cores (compute capability < 8.9), with the reason. On
-a CPU the fp8 products run through the float32 emulation. On a GPU the attention modules
+a CPU the fp8 products run through the float32 emulation. The fused fp8 ops (the `*_fp8` Triton
+ops: adaLN producers that write e4m3 inputs, the fp8 sigma gate and patch embedding) are switched
+on by `pid.compile` like every fused op, and its report lists them. On a GPU the attention modules
 stay in bf16 (the fused bf16 attention kernel) by default: the Triton fp8 attention kernel
 has not run on a GPU yet. Quantization replaces the weights, so `pid.revert` leaves it in
 place.
@@ -56,6 +58,11 @@ def compile_precision(net: "PiDNet", precision: str, report: "CompileReport") ->
     quant = quantize_for(net, precision)
     emulated = " (CPU: float32 emulation of the fp8 products)" if net.device.type != "cuda" else ""
     report.applied.append(f"fp8 weights {quant.weight_bytes / 2**30:.3f} GiB{emulated}; kept by pid.revert")
+    consumers = [block.fp8_consumers for block in net.patch_blocks]
+    report.applied.append(
+        f"fp8 GEMM inputs made by their adaLN producers (rmsnorm_modulate_fp8, gated_residual_rmsnorm_modulate_fp8;"
+        f" fused where those triton ops are applied): {sum(map(len, consumers))} of {4 * len(consumers)}"
+    )
     for chosen, reason, count in quant.groups():
         if chosen == "bf16":
             what, colon, why = reason.partition(": ")

@@ -8,7 +8,10 @@ quantized by the same PyTorch code as the reference (`attention._quantize`), so 
 matches `attention_core` up to float32 summation order (tests/pid/quant, under the
 interpreter). Head dims are padded to a power of two (72 -> 128). `pid.quant.attention`
 calls it for CUDA tensors; the default GPU policy keeps attention in bf16 until a device run
-has checked it. Never run on a GPU.
+has checked it. Static compile (`compile_specs`, tests/pid/quant/test_fp8_static.py), 8 warps,
+0 spills: sm_90a wgmma s8.s8 (QK^T) and e4m3.e4m3 (PV), d64 196 / 208 registers (triton 3.9 / 3.6),
+d72-as-128 240 / 254; sm_100a tcgen05 kind::i8 and kind::f8f6f4, 160-174 registers. No TMA, no
+warp specialization, no softmax / MMA overlap (one warpgroup pair, serial). Never run on a GPU.
 """
 
 from __future__ import annotations
@@ -19,20 +22,10 @@ import torch
 import torch.nn.functional as F
 
 from pid.quant.attention import BLOCK, RECIPES, AttentionRecipe, _blocks, _quantize
+from pid.quant.triton_quantize import round_to_e4m3
 from pid_kernels.runtime import interpreting, tl, triton
 
 NUM_WARPS = 8
-
-
-@triton.jit
-def _round_to_e4m3(x):
-    """x in [0, 448] float32 rounded to the nearest e4m3 value (ties to even), in float32 bit
-    arithmetic: the interpreter's own float32 -> e4m3 cast drops the carry into the exponent
-    (7.76 -> 4 instead of 8), so it uses this instead."""
-    bits = x.to(tl.int32, bitcast=True)
-    bits = (bits + 0x7FFFF + ((bits >> 20) & 1)) & -0x100000  # keep 3 mantissa bits, ties to even
-    subnormal = ((x * 512.0 + 8388608.0) - 8388608.0) / 512.0  # e4m3 subnormals: multiples of 2^-9
-    return tl.where(x < 0.015625, subnormal, bits.to(tl.float32, bitcast=True))
 
 
 @triton.jit
@@ -66,10 +59,11 @@ def _sage_attention_kernel(
         alpha = tl.exp(running_max - safe_max)
         row_sum = row_sum * alpha + tl.sum(probs, 1)
         v = tl.load(v_ptr + kv_offset + cols[:, None] * HEAD_DIM + dims[None, :])
-        if INTERPRETED:  # the same values, rounded by hand and multiplied exactly in float32
-            pv = tl.dot(_round_to_e4m3(probs * p_scale), v.to(tl.float32), input_precision="ieee")
+        probs_q = round_to_e4m3(probs * p_scale, INTERPRETED)
+        if INTERPRETED:  # the same values, multiplied exactly in float32
+            pv = tl.dot(probs_q.to(tl.float32), v.to(tl.float32), input_precision="ieee")
         else:
-            pv = tl.dot((probs * p_scale).to(tl.float8e4nv), v)
+            pv = tl.dot(probs_q, v)
         acc = acc * alpha[:, None] + pv
         running_max = new_max
     v_scale = tl.load(v_scale_ptr + batch_head * HEAD_DIM + dims)
@@ -109,22 +103,36 @@ def triton_attention_core(
     return out[:, :, :q_len, :head_dim].to(q.dtype)
 
 
-def mma_instructions(arch: int, head_dim: int = 64) -> list[str]:
-    """Compile the kernel for sm_<arch> without a GPU (and without TRITON_INTERPRET=1); the PTX
-    lines that issue tensor-core MMAs (int8 QK^T and e4m3 PV)."""
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
-    if interpreting():
-        raise RuntimeError("mma_instructions compiles for a GPU: run it without TRITON_INTERPRET=1")
+def compile_specs(arch: str) -> list[dict]:
+    """The kernel as `triton_attention_core` launches it for PiD's two head dims (64: MM-DiT; 72:
+    PiT, padded to 128), as `pid_kernels.triton._sass.compile_for` keyword arguments plus `variant`,
+    `head_dim` and `mma_useful_fraction` (real head channels over the padded ones the MMAs compute)."""
     signature = {
         "q_ptr": "*i8", "q_scale_ptr": "*fp32", "k_ptr": "*i8", "k_scale_ptr": "*fp32", "v_ptr": "*fp8e4nv",
         "v_scale_ptr": "*fp32", "valid_ptr": "*i8", "out_ptr": "*fp32", "heads": "i32", "q_len": "i32",
         "q_blocks": "i32", "k_blocks": "i32", "valid_stride": "i32", "sm_scale": "fp32", "p_scale": "fp32",
-        "BLOCK": "constexpr", "HEAD_DIM": "constexpr", "INTERPRETED": "constexpr",
     }
-    constants = {"BLOCK": BLOCK, "HEAD_DIM": triton.next_power_of_2(head_dim), "INTERPRETED": False}
-    source = ASTSource(fn=_sage_attention_kernel, signature=signature, constexprs=constants)
-    kernel = triton.compile(source, target=GPUTarget("cuda", arch, 32), options={"num_warps": NUM_WARPS})
+    specs = []
+    for head_dim in (64, 72):
+        padded = triton.next_power_of_2(head_dim)
+        specs.append({
+            "fn": _sage_attention_kernel, "signature": signature, "arch": arch, "num_warps": NUM_WARPS,
+            "num_stages": 3, "constexprs": {"BLOCK": BLOCK, "HEAD_DIM": padded, "INTERPRETED": False},
+            "variant": f"sage d{head_dim} (padded {padded}) int8 QK^T, e4m3 PV", "head_dim": head_dim,
+            "mma_useful_fraction": head_dim / padded,
+        })
+    return specs
+
+
+def mma_instructions(arch: int, head_dim: int = 64) -> list[str]:
+    """Compile the kernel for sm_<arch>a without a GPU (and without TRITON_INTERPRET=1); the PTX
+    lines that issue tensor-core MMAs (int8 QK^T and e4m3 PV)."""
+    from pid_kernels.triton import _sass
+
+    if interpreting():
+        raise RuntimeError("mma_instructions compiles for a GPU: run it without TRITON_INTERPRET=1")
+    spec = next(spec for spec in compile_specs(f"sm_{arch}a") if spec["head_dim"] == head_dim)
+    kernel = _sass.compile_for(**{key: spec[key] for key in ("fn", "signature", "constexprs", "arch", "num_warps",
+                                                             "num_stages")})
     ptx = kernel.asm["ptx"].splitlines()
     return [line.strip() for line in ptx if "wgmma.mma_async" in line or "tcgen05.mma" in line or "mma.sync" in line]

@@ -108,7 +108,7 @@ def test_capability_refuses_older_gpus_with_the_reason(monkeypatch):
     assert Capability((8, 0), "why").reasons((7, 5)) == ["compute capability 7.5 < 8.0 (why)"]
     monkeypatch.setattr(registry, "compute_capability", lambda device: (7, 0))
     for name, op in pid_kernels.REGISTRY.items():
-        minimum = registry.BACKEND_CAPABILITY[op.backend].minimum
+        minimum = (op.capability or registry.BACKEND_CAPABILITY[op.backend]).minimum
         (reason,) = op.device_reasons(torch.device("cuda"), build=False)
         assert reason.startswith(f"compute capability 7.0 < {minimum[0]}.{minimum[1]}"), name
 

@@ -53,6 +53,8 @@ def test_golden_through_every_triton_op(case, sampler):
     for name in result["triton_ops"]:
         if name == "unembed_update" and not sampler:
             continue  # only the Decoder calls the fused final step
+        if name.endswith("_fp8"):
+            continue  # only quantized networks call the fp8 ops (tests/pid/quant/test_fused_fp8.py)
         assert result["calls"][name]["fused"] > 0 and result["calls"][name]["fallback"] == 0, name
     assert result["velocity"] <= 1e-4, result
     if sampler:
