@@ -67,6 +67,17 @@ def _glue_reasons(device: torch.device) -> list[str]:
     return [] if installed else ["triton is not installed (inductor needs it on a GPU)"]
 
 
+def _network_reasons(net: PiDNet, op_name: str) -> list[str]:
+    """The `*_fp8` ops serve only fp8 layers: on a network without one nothing would call them."""
+    if not op_name.endswith("_fp8"):
+        return []
+    from pid.quant.linear import FP8Linear
+
+    if any(isinstance(module, FP8Linear) for module in net.modules()):
+        return []
+    return ["the network has no fp8 layers (quantize it: CompileConfig(precision='fp8'))"]
+
+
 def _switch(name: str, wanted: Optional[bool], reasons: list[str], report: CompileReport) -> bool:
     if wanted is False:
         report.skipped[name] = ["switched off in CompileConfig"]
@@ -86,7 +97,7 @@ def _compile_net(net: PiDNet, config: CompileConfig, report: CompileReport) -> d
         raise KeyError(f"CompileConfig.fused_ops names unknown ops {unknown}; registered: {sorted(pid_kernels.REGISTRY)}")
     state = {"ops": []}
     for name, op in sorted(pid_kernels.REGISTRY.items()):
-        reasons = op.device_reasons(net.device)
+        reasons = op.device_reasons(net.device) + _network_reasons(net, name)
         if _switch(f"{op.backend} op {name}", config.fused_ops.get(name), reasons, report):
             if _op_users.get(name, 0) == 0:
                 pid_kernels.enable([name], strict=False)
