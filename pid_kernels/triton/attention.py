@@ -297,12 +297,24 @@ if triton is not None:
         return tl.make_tensor_descriptor(head_ptr, [rows, HEAD_DIM], [HEAD_DIM, 1], [BLOCK_ROWS, BLOCK_CHANNELS])
 
     @triton.jit
+    def _accumulate_values(
+        acc, acc_tail, probs, rescale, v_desc, v_tail_desc, key_start,
+        D_MAIN: tl.constexpr, D_TAIL: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    ):
+        """(acc, acc_tail) rescaled plus probs . V of the key block at key_start, split D_MAIN + D_TAIL."""
+        # The wider dot last: ptxas lets only the last MMA before the softmax run under its exp2 work.
+        if D_TAIL > 0:
+            acc_tail = dot(probs, v_tail_desc.load([key_start, D_MAIN]), acc_tail * rescale[:, None], DOT_PRECISION)
+        acc = dot(probs, v_desc.load([key_start, 0]), acc * rescale[:, None], DOT_PRECISION)
+        return acc, acc_tail
+
+    @triton.jit
     def _pipelined_attention_kernel(
         img_out, txt_out, img_len, txt_len, key_bias, prepared_q, prepared_k, prepared_v, num_heads, qk_scale,
         MASK_KEYS: tl.constexpr,
         HEAD_DIM: tl.constexpr, D_MAIN: tl.constexpr, D_TAIL: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, NUM_STAGES: tl.constexpr, WARP_SPECIALIZE: tl.constexpr,
-        DOT_PRECISION: tl.constexpr,
+        DEFER_PV: tl.constexpr, DOT_PRECISION: tl.constexpr,
     ):
         """Flash attention over prepared (normed, rotated) queries and keys and copied values
         [B, H, Lt + Li, D], text first, all read by TMA, in one warp-specialized loop over the joint keys;
@@ -339,22 +351,40 @@ if triton is not None:
         row_sum = tl.zeros([BLOCK_M], tl.float32)
         acc = tl.zeros([BLOCK_M, D_MAIN], tl.float32)
         acc_tail = tl.zeros(q_tail.shape, tl.float32)
-        # One loop and nothing after it: Triton's Hopper warp specialization takes no second loop or tail step.
-        for key_start in tl.range(0, joint_len, BLOCK_N, num_stages=NUM_STAGES, warp_specialize=WARP_SPECIALIZE):
+        if DEFER_PV:
+            # The previous key block's probabilities and rescale (none before block 0).
+            probs = tl.zeros([BLOCK_M, BLOCK_N], q.dtype)
+            rescale = tl.full([BLOCK_M], 1.0, tl.float32)
+        # One loop and nothing after it: Triton's Hopper warp specialization takes no second loop or tail
+        # step; DEFER_PV adds one step past the last key block for that block's P.V.
+        for key_start in tl.range(0, joint_len + DEFER_PV * BLOCK_N, BLOCK_N, num_stages=NUM_STAGES,
+                                  warp_specialize=WARP_SPECIALIZE):
             scores = dot(q, tl.trans(k_desc.load([key_start, 0])), None, DOT_PRECISION)
             if D_TAIL > 0:
                 scores += dot(q_tail, tl.trans(k_tail_desc.load([key_start, D_MAIN])), None, DOT_PRECISION)
             if MASK_KEYS:
                 scores += bias_desc.load([key_start])[None, :]
-            new_max = tl.maximum(row_max, tl.max(scores, 1) * qk_scale)
-            probs = tl.math.exp2(scores * qk_scale - new_max[:, None])
+            if DEFER_PV:
+                # The previous block's P.V, issued before this block's softmax, which does not wait for it.
+                # Block 0 multiplies its zero probabilities by block 0's values (no negative TMA coordinate).
+                acc, acc_tail = _accumulate_values(
+                    acc, acc_tail, probs, rescale, v_desc, v_tail_desc, tl.maximum(key_start - BLOCK_N, 0),
+                    D_MAIN, D_TAIL, DOT_PRECISION,
+                )
+                # The step past the last block: -inf keeps row_max (rescale 1) and adds no probability.
+                past_end = tl.where(key_start < joint_len, 0.0, float("-inf"))
+                new_max = tl.maximum(row_max, tl.max(scores, 1) * qk_scale + past_end)
+                shift = new_max - past_end
+            else:
+                new_max = tl.maximum(row_max, tl.max(scores, 1) * qk_scale)
+                shift = new_max
+            probs = tl.math.exp2(scores * qk_scale - shift[:, None])
             rescale = tl.math.exp2(row_max - new_max)
             row_sum = row_sum * rescale + tl.sum(probs, 1)
             probs = probs.to(q.dtype)
-            acc = acc * rescale[:, None] + dot(probs, v_desc.load([key_start, 0]), None, DOT_PRECISION)
-            if D_TAIL > 0:
-                acc_tail = acc_tail * rescale[:, None] + dot(
-                    probs, v_tail_desc.load([key_start, D_MAIN]), None, DOT_PRECISION
+            if not DEFER_PV:
+                acc, acc_tail = _accumulate_values(
+                    acc, acc_tail, probs, rescale, v_desc, v_tail_desc, key_start, D_MAIN, D_TAIL, DOT_PRECISION,
                 )
             row_max = new_max
 
@@ -415,7 +445,8 @@ def pipelined_launch(head_dim: int, arch: Optional[str] = None) -> tuple[dict, d
     tuning = config("attention_pipelined", arch)
     d_main, d_tail = head_split(head_dim)
     constexprs = dict(D_MAIN=d_main, D_TAIL=d_tail, BLOCK_M=tuning["BLOCK_M"], BLOCK_N=tuning["BLOCK_N"],
-                      NUM_STAGES=tuning["num_stages"], WARP_SPECIALIZE=bool(tuning["WARP_SPECIALIZE"]))
+                      NUM_STAGES=tuning["num_stages"], WARP_SPECIALIZE=bool(tuning["WARP_SPECIALIZE"]),
+                      DEFER_PV=bool(tuning["DEFER_PV"]))
     return constexprs, dict(num_warps=tuning["num_warps"], num_stages=tuning["num_stages"])
 
 

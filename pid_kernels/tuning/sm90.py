@@ -13,7 +13,7 @@ ATTENTION_D128 = {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 8, "num_stages": 3
 # warp-specialized loop; head dim 72 as 64 + 16): Triton's Hopper autoWS turns 4 warps into a producer and
 # two 64-row consumer warpgroups (12 warps);
 # compiled (3.6 and 3.9, bf16, d64 / d72): 168 regs, no spills, 99 / 120 KB smem, 1 CTA per SM, wgmma, TMA. Not timed.
-ATTENTION_PIPELINED = {"BLOCK_M": 128, "BLOCK_N": 128, "num_warps": 4, "num_stages": 2, "WARP_SPECIALIZE": 1}
+ATTENTION_PIPELINED = {"BLOCK_M": 128, "BLOCK_N": 128, "num_warps": 8, "num_stages": 2, "WARP_SPECIALIZE": 0, "DEFER_PV": 1}
 # Our attention or the best SDPA backend (plus its separate norm + RoPE), per head-dim class (d64: <= 64) and
 # joint tokens (long: > LONG_TOKENS). Unmeasured (no device run yet): ours everywhere until one says otherwise.
 ATTENTION_DISPATCH = {"d64_short": "ours", "d64_long": "ours", "d128_short": "ours", "d128_long": "ours",
