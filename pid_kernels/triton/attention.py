@@ -462,6 +462,38 @@ def pipelined_compile_spec(head_dim: int, dtype: torch.dtype, arch: str, mask_ke
     return dict(fn=_pipelined_attention_kernel, signature=signature, constexprs=constexprs, arch=arch, **launch)
 
 
+def prepare_compile_spec(head_dim: int, dtype: torch.dtype, arch: str, text_rope: bool) -> dict:
+    """Keyword arguments of _sass.compile_for: the q/k/v pre-pass of the pipelined kernel as launched
+    (norm weights in the qkv dtype, float32 RoPE tables, RoPE on the image stream; text_rope: on the text too)."""
+    element = {torch.bfloat16: "*bf16", torch.float16: "*fp16"}[dtype]
+    # By the name after the stream prefix; the rest (qkv, norm weights, prepared buffers) in the qkv dtype.
+    kinds = {"cos": "*fp32", "sin": "*fp32", "len": "i32", "stride_b": "i32", "stride_l": "i32", "heads": "i32",
+             "eps": "fp32"}
+    signature = {name: kinds.get(name.split("_", 1)[-1], element)
+                 for name in _prepare_qkv_kernel.arg_names if not name.isupper()}
+    constexprs = dict(IMG_ROPE=True, TXT_ROPE=text_rope, PREPARE_QV=True, HEAD_DIM=head_dim,
+                      BLOCK_ROWS=K_PROLOGUE_ROWS, BLOCK_D=max(16, triton.next_power_of_2(head_dim)))
+    # Launched with Triton's default num_warps and num_stages.
+    return dict(fn=_prepare_qkv_kernel, signature=signature, constexprs=constexprs, arch=arch, num_warps=4,
+                num_stages=3)
+
+
+def compile_specs(arch: str) -> list[dict]:
+    """Every attention kernel variant launched at PiD's real shapes (bf16 and fp16): the MM-DiT blocks'
+    joint d64 attention (caption mask: masked keys), PiT's image-only d72 attention (1024 tokens at
+    v1's 32x32 patch grid: no masked keys), each behind its q/k/v pre-pass. Arguments of
+    _sass.compile_for plus variant, head_dim and (the attention) mma_useful_fraction."""
+    specs = []
+    for dtype, name in ((torch.bfloat16, "bf16"), (torch.float16, "fp16")):
+        for head_dim, mask_keys, what in ((64, True, "masked"), (72, False, "unmasked")):
+            spec = pipelined_compile_spec(head_dim, dtype, arch, mask_keys=mask_keys)
+            specs.append(dict(spec, variant=f"d{head_dim} {name} {what}", head_dim=head_dim,
+                              mma_useful_fraction=mma_useful_fraction(head_dim, pipelined=True)))
+            specs.append(dict(prepare_compile_spec(head_dim, dtype, arch, text_rope=mask_keys),
+                              variant=f"prepare d{head_dim} {name}", head_dim=head_dim))
+    return specs
+
+
 def _key_bias(txt_key_mask: Optional[torch.Tensor], batch: int, joint_len: int, block_n: int, device) -> torch.Tensor:
     """[B, joint_len rounded up to block_n] float32: -inf for padded caption tokens and keys past the end, else 0."""
     bias = torch.zeros(batch, triton.cdiv(joint_len, block_n) * block_n, device=device, dtype=torch.float32)
