@@ -351,9 +351,13 @@ if triton is not None:
         row_sum = tl.zeros([BLOCK_M], tl.float32)
         acc = tl.zeros([BLOCK_M, D_MAIN], tl.float32)
         acc_tail = tl.zeros(q_tail.shape, tl.float32)
+        # DEFER_PV carries the previous key block's probabilities: in float32 they stay in registers (the
+        # wgmma reads P from registers); carried in 16 bits they go through 32 KB of shared memory, which
+        # the head-dim tail needs (float32 with its second dot: 233 registers, ptxas serializes the wgmmas).
+        carried_probs = tl.float32 if D_TAIL == 0 else q.dtype
         if DEFER_PV:
-            # The previous key block's probabilities and rescale (none before block 0).
-            probs = tl.zeros([BLOCK_M, BLOCK_N], q.dtype)
+            # The previous key block's probabilities and rescale; none before block 0.
+            probs = tl.zeros([BLOCK_M, BLOCK_N], carried_probs)
             rescale = tl.full([BLOCK_M], 1.0, tl.float32)
         # One loop and nothing after it: Triton's Hopper warp specialization takes no second loop or tail
         # step; DEFER_PV adds one step past the last key block for that block's P.V.
@@ -367,8 +371,9 @@ if triton is not None:
             if DEFER_PV:
                 # The previous block's P.V, issued before this block's softmax, which does not wait for it.
                 # Block 0 multiplies its zero probabilities by block 0's values (no negative TMA coordinate).
+                previous_start = tl.maximum(key_start - BLOCK_N, 0)
                 acc, acc_tail = _accumulate_values(
-                    acc, acc_tail, probs, rescale, v_desc, v_tail_desc, tl.maximum(key_start - BLOCK_N, 0),
+                    acc, acc_tail, probs.to(q.dtype), rescale, v_desc, v_tail_desc, previous_start,
                     D_MAIN, D_TAIL, DOT_PRECISION,
                 )
                 # The step past the last block: -inf keeps row_max (rescale 1) and adds no probability.
@@ -381,10 +386,12 @@ if triton is not None:
             probs = tl.math.exp2(scores * qk_scale - shift[:, None])
             rescale = tl.math.exp2(row_max - new_max)
             row_sum = row_sum * rescale + tl.sum(probs, 1)
-            probs = probs.to(q.dtype)
-            if not DEFER_PV:
+            if DEFER_PV:
+                probs = probs.to(carried_probs)
+            else:
                 acc, acc_tail = _accumulate_values(
-                    acc, acc_tail, probs, rescale, v_desc, v_tail_desc, key_start, D_MAIN, D_TAIL, DOT_PRECISION,
+                    acc, acc_tail, probs.to(q.dtype), rescale, v_desc, v_tail_desc, key_start,
+                    D_MAIN, D_TAIL, DOT_PRECISION,
                 )
             row_max = new_max
 
