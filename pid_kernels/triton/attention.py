@@ -14,25 +14,37 @@ writes the normed, rotated q and k and a copy of v, joint text-then-image, to
 [B, H, Lt+Li, D] scratch (at 16684 tokens x 1536 channels, 154 MB written and
 read once more: ~0.09 ms at 3.35 TB/s against ~2.9 ms for the attention at 600
 TFLOP/s, ~3%; estimated, not timed); the attention then reads them by TMA
-(on-device tensor descriptors) in one `tl.range(..., warp_specialize=True)` loop
-over the joint keys, with caption-mask / ragged-end biases read by TMA too
-(Triton's Hopper warp specialization takes no pointer loads, no second loop and
-no tail step). Head dim 72 runs as dots of 64 + 16 channels (TMA zero-fills
-channels 72..79): 90% useful MMA work instead of 56% padded to 128 (40: 32 + 16,
-83%). Compiled without a GPU (pid_kernels/triton/_sass.py; bf16, 128x128 tiles,
-4 warps asked; Triton 3.6 and 3.9):
-  * sm_90a: Hopper autoWS makes a producer and two consumer warpgroups of 64 rows
-    (12 warps), 168 registers, no spills, 99 KB (d64) / 120 KB (d72) smem, one
-    CTA per SM, wgmma + TMA. Each consumer waits for its own wgmma (pending 0):
-    the softmax overlaps the other consumer's MMA, unordered (no ping-pong
-    barrier); no wait leaves groups in flight across a softmax (Triton makes a
-    wgmma asynchronous only when its result feeds the next iteration's dot as an
-    accumulator, so an S = QK^T issued for block j+1 before block j's softmax,
-    written out by hand, still gets a wait 0; checked on 3.6 and 3.9).
+(on-device tensor descriptors) in one `tl.range` loop over the joint keys (warp-
+specialized where the table says so), with caption-mask / ragged-end biases read
+by TMA too (Triton's Hopper warp specialization takes no pointer loads, no second
+loop and no tail step). Head dim 72 runs as dots of 64 + 16 channels (TMA
+zero-fills channels 72..79): 90% useful MMA work instead of 56% padded to 128
+(40: 32 + 16, 83%). DEFER_PV (sm_90a): step j issues S = QK^T of key block j and
+waits for it, then issues P.V of block j-1 (probabilities and rescale carried
+from step j-1; one extra step at the end), then runs block j's softmax, which
+does not read that P.V, so ptxas sinks its wait below the exp2 work and the wgmma
+runs under the softmax of the same warpgroup (FA3's intent, reached another way).
+Compiled without a GPU (pid_kernels/triton/_sass.py; 128x128 tiles; Triton 3.6
+and 3.9; bf16 and fp16, masked and unmasked keys alike unless noted):
+  * sm_90a: DEFER_PV, no warp specialization, 8 warps (two 64-row warpgroups; TMA
+    loads prefetched by the loop pipeliner, 2 stages), wgmma + TMA, no spills, one
+    CTA per SM; SASS: the P.V HGMMAs interleave with MUFU.EX2 before their
+    WARPGROUP.DEPBAR (`softmax_overlap` "wait_pending"). d64: @D64@. d72: @D72@.
+    What did not get there: Triton makes a wgmma asynchronous only when its result
+    feeds a later dot's accumulator or is read after a wait 0 in the loop, and puts
+    a wait with groups pending (wait N > 0) in a loop only when no dot in it has a
+    wait 0 (WGMMAPipeline.cpp in both versions), so no PTX wait N > 0 is reachable
+    around a softmax; S for block j+1 issued before block j's softmax (S carried)
+    gets wait 0 after it and ptxas serializes every HGMMA (the in-flight
+    accumulator is copied at the back edge); any carried S or P with
+    warp_specialize=True crashes NVGPUWarpSpecialization (an assertion, 3.6 and
+    3.9); loop_unroll_factor=2 gives the same overlap with 171 registers and 180 KB.
+    The previous schedule (autoWS: producer + two consumer warpgroups, 12 warps,
+    168 registers, 99 / 120 KB) waits for each wgmma before its softmax.
   * sm_100a: tcgen05 issued from its own partition, the softmax in others; 12
-    warps (16 for d72 on 3.6), 168 registers (128), no spills, 84 / 106 KB smem,
-    one CTA per SM, TMA.
-  * sm_120: no warp specialization, mma.sync, 64-key steps; 139-170 registers,
+    warps (16 for d72 on 3.6), 168 registers (128), no spills, 84 / 105 KB smem,
+    one CTA per SM, TMA. DEFER_PV there: 504-664 B of spills, so not taken.
+  * sm_120: no warp specialization, mma.sync, 64-key steps; 150-171 registers,
     no spills, 33 / 41 KB of the 99 KB smem.
 None of this is timed: no device run yet.
 
@@ -53,7 +65,8 @@ Tuning keys (pid_kernels/tuning/<arch>.py): ATTENTION (head_dim <= 64) and
 ATTENTION_D128 (64 < head_dim <= 128) for the pointer kernel: BLOCK_M, BLOCK_N,
 num_warps, num_stages, FUSED_K_MAX_Q_TILES (fuse the key prologue when there are at
 most this many query tiles per head; it also decides pipelined vs pointer).
-ATTENTION_PIPELINED: BLOCK_M, BLOCK_N, num_warps, num_stages, WARP_SPECIALIZE.
+ATTENTION_PIPELINED: BLOCK_M, BLOCK_N, num_warps, num_stages, WARP_SPECIALIZE, DEFER_PV
+(1: issue each P.V one key block later, under the next block's softmax).
 ATTENTION_DISPATCH: ours or SDPA per head-dim class and length (`dispatch`).
 """
 

@@ -69,3 +69,13 @@ def test_swiglu_compiles_without_spills():
     """sm_90a: the fused SwiGLU GEMM stays on wgmma with both accumulators in registers."""
     facts = compiled_facts("sm_90a", "swiglu")
     assert facts["spills"] == 0 and facts["mma"] == "wgmma", facts
+
+
+@pytest.mark.parametrize("arch", sorted(_sass.ARCH_LIMITS))
+def test_attention_compile_specs_name_every_argument(arch):
+    """compile_specs: one entry per launched variant, each giving every kernel argument a type or a value."""
+    specs = attention.compile_specs(arch)
+    assert len({spec["variant"] for spec in specs}) == len(specs)
+    for spec in specs:
+        assert set(spec["signature"]) | set(spec["constexprs"]) == set(spec["fn"].arg_names), spec["variant"]
+        assert spec["arch"] == arch and spec["head_dim"] in (64, 72)
