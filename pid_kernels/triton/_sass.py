@@ -4,7 +4,7 @@
 or sm_120 with the installed Triton (no GPU needed); `kernel_facts(compiled, arch)` reads the
 compiled kernel: registers, spills and shared memory (cuobjdump -res-usage, the binaries Triton
 ships), warps as launched (warp specialization adds partitions), the MMA path, TMA use, and whether
-the softmax can overlap MMA work (`softmax_overlap`, from the PTX):
+the softmax can overlap MMA work (`softmax_overlap`, from the PTX and the SASS):
   * "wait_pending": one warpgroup's softmax runs under its own MMA (FA3's schedule): a wgmma wait
     leaves groups in flight (PTX wait_group N > 0) before exp2 work, or, in the SASS, MUFU.EX2 issues
     between an HGMMA and the WARPGROUP.DEPBAR that retires it (ptxas sinks a PTX wait 0 below exp2

@@ -29,7 +29,11 @@ and 3.9; bf16 and fp16, masked and unmasked keys alike unless noted):
   * sm_90a: DEFER_PV, no warp specialization, 8 warps (two 64-row warpgroups; TMA
     loads prefetched by the loop pipeliner, 2 stages), wgmma + TMA, no spills, one
     CTA per SM; SASS: the P.V HGMMAs interleave with MUFU.EX2 before their
-    WARPGROUP.DEPBAR (`softmax_overlap` "wait_pending"). d64: @D64@. d72: @D72@.
+    WARPGROUP.DEPBAR (`softmax_overlap` "wait_pending"). d64: P carried in float32
+    (the wgmma reads it from registers), 195-213 registers, 82 KB smem. d72: P
+    carried in 16 bits through 32 KB of smem (float32 with the tail dot: 233
+    registers, serialized HGMMAs), 139-176 registers, 135 KB; the 16-channel P.V
+    first, since ptxas sinks only the last wgmma's wait.
     What did not get there: Triton makes a wgmma asynchronous only when its result
     feeds a later dot's accumulator or is read after a wait 0 in the loop, and puts
     a wait with groups pending (wait N > 0) in a loop only when no dot in it has a
@@ -38,13 +42,13 @@ and 3.9; bf16 and fp16, masked and unmasked keys alike unless noted):
     gets wait 0 after it and ptxas serializes every HGMMA (the in-flight
     accumulator is copied at the back edge); any carried S or P with
     warp_specialize=True crashes NVGPUWarpSpecialization (an assertion, 3.6 and
-    3.9); loop_unroll_factor=2 gives the same overlap with 171 registers and 180 KB.
+    3.9); loop_unroll_factor=2 (a d64 test kernel): the same overlap, 171 registers, 180 KB.
     The previous schedule (autoWS: producer + two consumer warpgroups, 12 warps,
     168 registers, 99 / 120 KB) waits for each wgmma before its softmax.
   * sm_100a: tcgen05 issued from its own partition, the softmax in others; 12
-    warps (16 for d72 on 3.6), 168 registers (128), no spills, 84 / 105 KB smem,
+    warps (16 for d72 on 3.6), 168 registers (128), no spills, 84 / 106 KB smem,
     one CTA per SM, TMA. DEFER_PV there: 504-664 B of spills, so not taken.
-  * sm_120: no warp specialization, mma.sync, 64-key steps; 150-171 registers,
+  * sm_120: no warp specialization, mma.sync, 64-key steps; 171 / 150 registers (3.9),
     no spills, 33 / 41 KB of the 99 KB smem.
 None of this is timed: no device run yet.
 
