@@ -4,9 +4,11 @@
 or sm_120 with the installed Triton (no GPU needed); `kernel_facts(compiled, arch)` reads the
 compiled kernel: registers, spills and shared memory (cuobjdump -res-usage, the binaries Triton
 ships), warps as launched (warp specialization adds partitions), the MMA path, TMA use, and whether
-the softmax can overlap MMA work (`softmax_overlap`, from the PTX):
-  * "wait_pending": a wgmma wait that leaves groups in flight (pending > 0) is followed by exp2 work
-    before the next wait: one warpgroup's softmax runs under its own MMA (FA3's schedule);
+the softmax can overlap MMA work (`softmax_overlap`, from the PTX and the SASS):
+  * "wait_pending": one warpgroup's softmax runs under its own MMA (FA3's schedule): a wgmma wait
+    leaves groups in flight (PTX wait_group N > 0) before exp2 work, or, in the SASS, MUFU.EX2 issues
+    between an HGMMA and the WARPGROUP.DEPBAR that retires it (ptxas sinks a PTX wait 0 below exp2
+    work that does not depend on the MMA, which is how Triton's code gets there);
   * "mma_partition": a warp-specialized partition issues the MMA and holds no exp2, another runs the
     softmax (Triton's Blackwell warp specialization: tcgen05 from its own warp);
   * "consumer_warpgroups": two or more partitions each issue MMA and run a softmax on their own rows
@@ -51,13 +53,16 @@ def compile_for(fn, signature: dict, constexprs: dict, arch: str, num_warps: int
     return triton.compile(source, target=target, options={"num_warps": num_warps, "num_stages": num_stages})
 
 
-def _resource_usage(cubin: bytes) -> dict:
+def _cuobjdump(cubin: bytes, flag: str) -> str:
     tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
     with tempfile.NamedTemporaryFile(suffix=".cubin") as file:
         file.write(cubin)
         file.flush()
-        text = subprocess.run([tool, "-res-usage", file.name], capture_output=True, text=True, check=True).stdout
-    fields = dict(re.findall(r"(REG|STACK|LOCAL):(\d+)", text))
+        return subprocess.run([tool, flag, file.name], capture_output=True, text=True, check=True).stdout
+
+
+def _resource_usage(cubin: bytes) -> dict:
+    fields = dict(re.findall(r"(REG|STACK|LOCAL):(\d+)", _cuobjdump(cubin, "-res-usage")))
     return {"regs": int(fields["REG"]), "spills": int(fields["STACK"]) + int(fields["LOCAL"])}
 
 
@@ -85,9 +90,22 @@ def _waits_pending_over_exp2(ptx: str) -> bool:
     return False
 
 
-def softmax_overlap(ptx: str) -> str:
-    """One of OVERLAP_KINDS, or "none" (see the module docstring)."""
-    if _waits_pending_over_exp2(ptx):
+def _hgmma_in_flight_over_exp2(sass: str) -> bool:
+    """SASS in program order: a MUFU.EX2 after an HGMMA and before a DEPBAR that waits for all groups."""
+    in_flight = False
+    for event in re.findall(r"\bHGMMA\b|WARPGROUP\.DEPBAR\.LE\s+gsb0\s*,\s*0x0\b|MUFU\.EX2", sass):
+        if event == "HGMMA":
+            in_flight = True
+        elif event.startswith("WARPGROUP"):
+            in_flight = False
+        elif in_flight:
+            return True
+    return False
+
+
+def softmax_overlap(ptx: str, sass: str = "") -> str:
+    """One of OVERLAP_KINDS, or "none" (see the module docstring); sass: cuobjdump -sass of the cubin."""
+    if _waits_pending_over_exp2(ptx) or _hgmma_in_flight_over_exp2(sass):
         return "wait_pending"
     pieces = _partitions(ptx)
     mma = [bool(re.search(r"tcgen05\.mma|wgmma\.mma_async", piece)) for piece in pieces]
@@ -118,6 +136,6 @@ def kernel_facts(compiled, arch: str) -> dict:
         mma=mma_path(ptx),
         tma="cp.async.bulk.tensor" in ptx,
         warp_specialized="setmaxnreg" in ptx,
-        softmax_overlap=softmax_overlap(ptx),
+        softmax_overlap=softmax_overlap(ptx, _cuobjdump(compiled.asm["cubin"], "-sass")),
     )
     return facts

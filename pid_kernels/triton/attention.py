@@ -14,25 +14,41 @@ writes the normed, rotated q and k and a copy of v, joint text-then-image, to
 [B, H, Lt+Li, D] scratch (at 16684 tokens x 1536 channels, 154 MB written and
 read once more: ~0.09 ms at 3.35 TB/s against ~2.9 ms for the attention at 600
 TFLOP/s, ~3%; estimated, not timed); the attention then reads them by TMA
-(on-device tensor descriptors) in one `tl.range(..., warp_specialize=True)` loop
-over the joint keys, with caption-mask / ragged-end biases read by TMA too
-(Triton's Hopper warp specialization takes no pointer loads, no second loop and
-no tail step). Head dim 72 runs as dots of 64 + 16 channels (TMA zero-fills
-channels 72..79): 90% useful MMA work instead of 56% padded to 128 (40: 32 + 16,
-83%). Compiled without a GPU (pid_kernels/triton/_sass.py; bf16, 128x128 tiles,
-4 warps asked; Triton 3.6 and 3.9):
-  * sm_90a: Hopper autoWS makes a producer and two consumer warpgroups of 64 rows
-    (12 warps), 168 registers, no spills, 99 KB (d64) / 120 KB (d72) smem, one
-    CTA per SM, wgmma + TMA. Each consumer waits for its own wgmma (pending 0):
-    the softmax overlaps the other consumer's MMA, unordered (no ping-pong
-    barrier); no wait leaves groups in flight across a softmax (Triton makes a
-    wgmma asynchronous only when its result feeds the next iteration's dot as an
-    accumulator, so an S = QK^T issued for block j+1 before block j's softmax,
-    written out by hand, still gets a wait 0; checked on 3.6 and 3.9).
+(on-device tensor descriptors) in one `tl.range` loop over the joint keys (warp-
+specialized where the table says so), with caption-mask / ragged-end biases read
+by TMA too (Triton's Hopper warp specialization takes no pointer loads, no second
+loop and no tail step). Head dim 72 runs as dots of 64 + 16 channels (TMA
+zero-fills channels 72..79): 90% useful MMA work instead of 56% padded to 128
+(40: 32 + 16, 83%). DEFER_PV (sm_90a): step j issues S = QK^T of key block j and
+waits for it, then issues P.V of block j-1 (probabilities and rescale carried
+from step j-1; one extra step at the end), then runs block j's softmax, which
+does not read that P.V, so ptxas sinks its wait below the exp2 work and the wgmma
+runs under the softmax of the same warpgroup (FA3's intent, reached another way).
+Compiled without a GPU (pid_kernels/triton/_sass.py; 128x128 tiles; Triton 3.6
+and 3.9; bf16 and fp16, masked and unmasked keys alike unless noted):
+  * sm_90a: DEFER_PV, no warp specialization, 8 warps (two 64-row warpgroups; TMA
+    loads prefetched by the loop pipeliner, 2 stages), wgmma + TMA, no spills, one
+    CTA per SM; SASS: the P.V HGMMAs interleave with MUFU.EX2 before their
+    WARPGROUP.DEPBAR (`softmax_overlap` "wait_pending"). d64: P carried in float32
+    (the wgmma reads it from registers), 195-213 registers, 82 KB smem. d72: P
+    carried in 16 bits through 32 KB of smem (float32 with the tail dot: 233
+    registers, serialized HGMMAs), 139-176 registers, 135 KB; the 16-channel P.V
+    first, since ptxas sinks only the last wgmma's wait.
+    What did not get there: Triton makes a wgmma asynchronous only when its result
+    feeds a later dot's accumulator or is read after a wait 0 in the loop, and puts
+    a wait with groups pending (wait N > 0) in a loop only when no dot in it has a
+    wait 0 (WGMMAPipeline.cpp in both versions), so no PTX wait N > 0 is reachable
+    around a softmax; S for block j+1 issued before block j's softmax (S carried)
+    gets wait 0 after it and ptxas serializes every HGMMA (the in-flight
+    accumulator is copied at the back edge); any carried S or P with
+    warp_specialize=True crashes NVGPUWarpSpecialization (an assertion, 3.6 and
+    3.9); loop_unroll_factor=2 (a d64 test kernel): the same overlap, 171 registers, 180 KB.
+    The previous schedule (autoWS: producer + two consumer warpgroups, 12 warps,
+    168 registers, 99 / 120 KB) waits for each wgmma before its softmax.
   * sm_100a: tcgen05 issued from its own partition, the softmax in others; 12
     warps (16 for d72 on 3.6), 168 registers (128), no spills, 84 / 106 KB smem,
-    one CTA per SM, TMA.
-  * sm_120: no warp specialization, mma.sync, 64-key steps; 139-170 registers,
+    one CTA per SM, TMA. DEFER_PV there: 504-664 B of spills, so not taken.
+  * sm_120: no warp specialization, mma.sync, 64-key steps; 171 / 150 registers (3.9),
     no spills, 33 / 41 KB of the 99 KB smem.
 None of this is timed: no device run yet.
 
@@ -53,7 +69,8 @@ Tuning keys (pid_kernels/tuning/<arch>.py): ATTENTION (head_dim <= 64) and
 ATTENTION_D128 (64 < head_dim <= 128) for the pointer kernel: BLOCK_M, BLOCK_N,
 num_warps, num_stages, FUSED_K_MAX_Q_TILES (fuse the key prologue when there are at
 most this many query tiles per head; it also decides pipelined vs pointer).
-ATTENTION_PIPELINED: BLOCK_M, BLOCK_N, num_warps, num_stages, WARP_SPECIALIZE.
+ATTENTION_PIPELINED: BLOCK_M, BLOCK_N, num_warps, num_stages, WARP_SPECIALIZE, DEFER_PV
+(1: issue each P.V one key block later, under the next block's softmax).
 ATTENTION_DISPATCH: ours or SDPA per head-dim class and length (`dispatch`).
 """
 
@@ -297,12 +314,24 @@ if triton is not None:
         return tl.make_tensor_descriptor(head_ptr, [rows, HEAD_DIM], [HEAD_DIM, 1], [BLOCK_ROWS, BLOCK_CHANNELS])
 
     @triton.jit
+    def _accumulate_values(
+        acc, acc_tail, probs, rescale, v_desc, v_tail_desc, key_start,
+        D_MAIN: tl.constexpr, D_TAIL: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    ):
+        """(acc, acc_tail) rescaled plus probs . V of the key block at key_start, split D_MAIN + D_TAIL."""
+        # The wider dot last: ptxas lets only the last MMA before the softmax run under its exp2 work.
+        if D_TAIL > 0:
+            acc_tail = dot(probs, v_tail_desc.load([key_start, D_MAIN]), acc_tail * rescale[:, None], DOT_PRECISION)
+        acc = dot(probs, v_desc.load([key_start, 0]), acc * rescale[:, None], DOT_PRECISION)
+        return acc, acc_tail
+
+    @triton.jit
     def _pipelined_attention_kernel(
         img_out, txt_out, img_len, txt_len, key_bias, prepared_q, prepared_k, prepared_v, num_heads, qk_scale,
         MASK_KEYS: tl.constexpr,
         HEAD_DIM: tl.constexpr, D_MAIN: tl.constexpr, D_TAIL: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, NUM_STAGES: tl.constexpr, WARP_SPECIALIZE: tl.constexpr,
-        DOT_PRECISION: tl.constexpr,
+        DEFER_PV: tl.constexpr, DOT_PRECISION: tl.constexpr,
     ):
         """Flash attention over prepared (normed, rotated) queries and keys and copied values
         [B, H, Lt + Li, D], text first, all read by TMA, in one warp-specialized loop over the joint keys;
@@ -339,22 +368,47 @@ if triton is not None:
         row_sum = tl.zeros([BLOCK_M], tl.float32)
         acc = tl.zeros([BLOCK_M, D_MAIN], tl.float32)
         acc_tail = tl.zeros(q_tail.shape, tl.float32)
-        # One loop and nothing after it: Triton's Hopper warp specialization takes no second loop or tail step.
-        for key_start in tl.range(0, joint_len, BLOCK_N, num_stages=NUM_STAGES, warp_specialize=WARP_SPECIALIZE):
+        # DEFER_PV carries the previous key block's probabilities: in float32 they stay in registers (the
+        # wgmma reads P from registers); carried in 16 bits they go through 32 KB of shared memory, which
+        # the head-dim tail needs (float32 with its second dot: 233 registers, ptxas serializes the wgmmas).
+        carried_probs = tl.float32 if D_TAIL == 0 else q.dtype
+        if DEFER_PV:
+            # The previous key block's probabilities and rescale; none before block 0.
+            probs = tl.zeros([BLOCK_M, BLOCK_N], carried_probs)
+            rescale = tl.full([BLOCK_M], 1.0, tl.float32)
+        # One loop and nothing after it: Triton's Hopper warp specialization takes no second loop or tail
+        # step; DEFER_PV adds one step past the last key block for that block's P.V.
+        for key_start in tl.range(0, joint_len + DEFER_PV * BLOCK_N, BLOCK_N, num_stages=NUM_STAGES,
+                                  warp_specialize=WARP_SPECIALIZE):
             scores = dot(q, tl.trans(k_desc.load([key_start, 0])), None, DOT_PRECISION)
             if D_TAIL > 0:
                 scores += dot(q_tail, tl.trans(k_tail_desc.load([key_start, D_MAIN])), None, DOT_PRECISION)
             if MASK_KEYS:
                 scores += bias_desc.load([key_start])[None, :]
-            new_max = tl.maximum(row_max, tl.max(scores, 1) * qk_scale)
-            probs = tl.math.exp2(scores * qk_scale - new_max[:, None])
+            if DEFER_PV:
+                # The previous block's P.V, issued before this block's softmax, which does not wait for it.
+                # Block 0 multiplies its zero probabilities by block 0's values (no negative TMA coordinate).
+                previous_start = tl.maximum(key_start - BLOCK_N, 0)
+                acc, acc_tail = _accumulate_values(
+                    acc, acc_tail, probs.to(q.dtype), rescale, v_desc, v_tail_desc, previous_start,
+                    D_MAIN, D_TAIL, DOT_PRECISION,
+                )
+                # The step past the last block: -inf keeps row_max (rescale 1) and adds no probability.
+                past_end = tl.where(key_start < joint_len, 0.0, float("-inf"))
+                new_max = tl.maximum(row_max, tl.max(scores, 1) * qk_scale + past_end)
+                shift = new_max - past_end
+            else:
+                new_max = tl.maximum(row_max, tl.max(scores, 1) * qk_scale)
+                shift = new_max
+            probs = tl.math.exp2(scores * qk_scale - shift[:, None])
             rescale = tl.math.exp2(row_max - new_max)
             row_sum = row_sum * rescale + tl.sum(probs, 1)
-            probs = probs.to(q.dtype)
-            acc = acc * rescale[:, None] + dot(probs, v_desc.load([key_start, 0]), None, DOT_PRECISION)
-            if D_TAIL > 0:
-                acc_tail = acc_tail * rescale[:, None] + dot(
-                    probs, v_tail_desc.load([key_start, D_MAIN]), None, DOT_PRECISION
+            if DEFER_PV:
+                probs = probs.to(carried_probs)
+            else:
+                acc, acc_tail = _accumulate_values(
+                    acc, acc_tail, probs.to(q.dtype), rescale, v_desc, v_tail_desc, key_start,
+                    D_MAIN, D_TAIL, DOT_PRECISION,
                 )
             row_max = new_max
 
@@ -415,7 +469,8 @@ def pipelined_launch(head_dim: int, arch: Optional[str] = None) -> tuple[dict, d
     tuning = config("attention_pipelined", arch)
     d_main, d_tail = head_split(head_dim)
     constexprs = dict(D_MAIN=d_main, D_TAIL=d_tail, BLOCK_M=tuning["BLOCK_M"], BLOCK_N=tuning["BLOCK_N"],
-                      NUM_STAGES=tuning["num_stages"], WARP_SPECIALIZE=bool(tuning["WARP_SPECIALIZE"]))
+                      NUM_STAGES=tuning["num_stages"], WARP_SPECIALIZE=bool(tuning["WARP_SPECIALIZE"]),
+                      DEFER_PV=bool(tuning["DEFER_PV"]))
     return constexprs, dict(num_warps=tuning["num_warps"], num_stages=tuning["num_stages"])
 
 
@@ -429,6 +484,38 @@ def pipelined_compile_spec(head_dim: int, dtype: torch.dtype, arch: str, mask_ke
     signature = {name: scalars.get(name, element) for name in _pipelined_attention_kernel.arg_names[:10]}
     constexprs = {**constexprs, "MASK_KEYS": mask_keys, "HEAD_DIM": head_dim, "DOT_PRECISION": DOT_NATIVE.value}
     return dict(fn=_pipelined_attention_kernel, signature=signature, constexprs=constexprs, arch=arch, **launch)
+
+
+def prepare_compile_spec(head_dim: int, dtype: torch.dtype, arch: str, text_rope: bool) -> dict:
+    """Keyword arguments of _sass.compile_for: the q/k/v pre-pass of the pipelined kernel as launched
+    (norm weights in the qkv dtype, float32 RoPE tables, RoPE on the image stream; text_rope: on the text too)."""
+    element = {torch.bfloat16: "*bf16", torch.float16: "*fp16"}[dtype]
+    # By the name after the stream prefix; the rest (qkv, norm weights, prepared buffers) in the qkv dtype.
+    kinds = {"cos": "*fp32", "sin": "*fp32", "len": "i32", "stride_b": "i32", "stride_l": "i32", "heads": "i32",
+             "eps": "fp32"}
+    signature = {name: kinds.get(name.split("_", 1)[-1], element)
+                 for name in _prepare_qkv_kernel.arg_names if not name.isupper()}
+    constexprs = dict(IMG_ROPE=True, TXT_ROPE=text_rope, PREPARE_QV=True, HEAD_DIM=head_dim,
+                      BLOCK_ROWS=K_PROLOGUE_ROWS, BLOCK_D=max(16, triton.next_power_of_2(head_dim)))
+    # Launched with Triton's default num_warps and num_stages.
+    return dict(fn=_prepare_qkv_kernel, signature=signature, constexprs=constexprs, arch=arch, num_warps=4,
+                num_stages=3)
+
+
+def compile_specs(arch: str) -> list[dict]:
+    """Every attention kernel variant launched at PiD's real shapes (bf16 and fp16): the MM-DiT blocks'
+    joint d64 attention (caption mask: masked keys), PiT's image-only d72 attention (1024 tokens at
+    v1's 32x32 patch grid: no masked keys), each behind its q/k/v pre-pass. Arguments of
+    _sass.compile_for plus variant, head_dim and (the attention) mma_useful_fraction."""
+    specs = []
+    for dtype, name in ((torch.bfloat16, "bf16"), (torch.float16, "fp16")):
+        for head_dim, mask_keys, what in ((64, True, "masked"), (72, False, "unmasked")):
+            spec = pipelined_compile_spec(head_dim, dtype, arch, mask_keys=mask_keys)
+            specs.append(dict(spec, variant=f"d{head_dim} {name} {what}", head_dim=head_dim,
+                              mma_useful_fraction=mma_useful_fraction(head_dim, pipelined=True)))
+            specs.append(dict(prepare_compile_spec(head_dim, dtype, arch, text_rope=mask_keys),
+                              variant=f"prepare d{head_dim} {name}", head_dim=head_dim))
+    return specs
 
 
 def _key_bias(txt_key_mask: Optional[torch.Tensor], batch: int, joint_len: int, block_n: int, device) -> torch.Tensor:

@@ -9,11 +9,15 @@ ATTENTION = {"BLOCK_M": 128, "BLOCK_N": 128, "num_warps": 8, "num_stages": 3, "F
 # 64 < head_dim <= 128 (72 padded to 128): compiled (bf16, prepared keys; 3.9 / 3.6): 255 regs, 120 / 32 B spills, 96 KB smem.
 ATTENTION_D128 = {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 8, "num_stages": 3, "FUSED_K_MAX_Q_TILES": 2}
 
-# attention, long sequences in bf16/fp16 (_pipelined_attention_kernel: prepared q/k/v read by TMA, one
-# warp-specialized loop; head dim 72 as 64 + 16): Triton's Hopper autoWS turns 4 warps into a producer and
-# two 64-row consumer warpgroups (12 warps);
-# compiled (3.6 and 3.9, bf16, d64 / d72): 168 regs, no spills, 99 / 120 KB smem, 1 CTA per SM, wgmma, TMA. Not timed.
-ATTENTION_PIPELINED = {"BLOCK_M": 128, "BLOCK_N": 128, "num_warps": 4, "num_stages": 2, "WARP_SPECIALIZE": 1}
+# attention, long sequences in bf16/fp16 (_pipelined_attention_kernel: prepared q/k/v read by TMA, one loop;
+# head dim 72 as 64 + 16). DEFER_PV: each key block's P.V is issued one step later, before the next block's
+# softmax, and ptxas lets that wgmma run under the exp2 work (SASS: HGMMA interleaved with MUFU.EX2, _sass
+# "wait_pending"). Triton's warp specialization crashes on such a loop (3.6, 3.9), hence 8 plain warps, two
+# 64-row warpgroups; compiled (3.6 and 3.9, bf16 and fp16, masked or not): d64 195-213 regs, 82 KB smem;
+# d72 139-176 regs, 135 KB smem; no spills, 1 CTA per SM, wgmma, TMA. Not timed.
+# The previous choice, autoWS (num_warps 4, WARP_SPECIALIZE 1, DEFER_PV 0): 12 warps, 168 regs, no spills,
+# 99 / 120 KB, but each consumer waits for its wgmma before its softmax.
+ATTENTION_PIPELINED = {"BLOCK_M": 128, "BLOCK_N": 128, "num_warps": 8, "num_stages": 2, "WARP_SPECIALIZE": 0, "DEFER_PV": 1}
 # Our attention or the best SDPA backend (plus its separate norm + RoPE), per head-dim class (d64: <= 64) and
 # joint tokens (long: > LONG_TOKENS). Unmeasured (no device run yet): ours everywhere until one says otherwise.
 ATTENTION_DISPATCH = {"d64_short": "ours", "d64_long": "ours", "d128_short": "ours", "d128_long": "ours",

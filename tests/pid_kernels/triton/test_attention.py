@@ -124,6 +124,18 @@ def test_odd_shapes(blocks, pipelined_launches, what, dtype):
     assert len(pipelined_launches) == expected, "fp16 and bf16 take the pipelined kernel, fp32 the pointer one"
 
 
+@pytest.mark.parametrize("what", ["s97 d72 b3 image", "s97 d64 b3 masked"])
+def test_odd_shapes_without_deferred_pv(blocks, monkeypatch, what):
+    """The P.V schedule of sm100/sm120 (DEFER_PV=0: each block's own P.V after its softmax); the tests
+    above run sm90's (the interpreter's table), which issues it one key block later."""
+    shape, pipelined_block = ODD_SHAPES[what]
+    blocks(64, 64, 0)
+    monkeypatch.setenv("PID_TUNING_ATTENTION_PIPELINED",
+                       f"BLOCK_M={pipelined_block},BLOCK_N={pipelined_block},DEFER_PV=0")
+    assert attention.pipelined_launch(shape["head_dim"])[0]["DEFER_PV"] is False
+    check(attention_args(**shape), torch.bfloat16, what)
+
+
 def test_head_split_keeps_useful_mma_work():
     assert attention.head_split(72) == (64, 16) and attention.head_split(40) == (32, 16)
     assert attention.head_split(64) == (64, 0) and attention.head_split(100) == (128, 0)

@@ -38,23 +38,29 @@ MMA_PARTITION = ("setmaxnreg.inc.sync.aligned.u32 240; ex2.approx.f32; "
 CONSUMERS = ("setmaxnreg.inc.sync.aligned.u32 232; wgmma.mma_async; wgmma.wait_group.sync.aligned 0; ex2.approx.f32; "
              "setmaxnreg.inc.sync.aligned.u32 232; wgmma.mma_async; wgmma.wait_group.sync.aligned 0; ex2.approx.f32;")
 SERIAL = "wgmma.mma_async; wgmma.wait_group.sync.aligned 0; ex2.approx.f32; wgmma.mma_async;"
+# SASS: ptxas sank the PTX wait 0 of an HGMMA group below exp2 work that does not depend on it, or did not.
+SASS_SUNK_WAIT = "WARPGROUP.ARRIVE ; HGMMA.64x64x16.F32.BF16 R24, gdesc[UR4], R24 ; MUFU.EX2 R1, R2 ; " \
+    "HGMMA.64x64x16.F32.BF16 R24, gdesc[UR8], R24, gsb0 ; MUFU.EX2 R3, R4 ; WARPGROUP.DEPBAR.LE gsb0, 0x0 ;"
+SASS_SERIAL = "HGMMA.64x128x16.F32.BF16 R24, gdesc[UR12], R24, gsb0 ; WARPGROUP.DEPBAR.LE gsb0, 0x0 ; MUFU.EX2 R1, R2 ;"
 
 
-@pytest.mark.parametrize("ptx,kind", [(WAIT_PENDING, "wait_pending"), (MMA_PARTITION, "mma_partition"),
-                                      (CONSUMERS, "consumer_warpgroups"), (SERIAL, "none")])
-def test_softmax_overlap_kinds(ptx, kind):
-    assert _sass.softmax_overlap(ptx) == kind
-
-
-@pytest.mark.parametrize("arch,head_dim,mma,overlap", [
-    ("sm_90a", 72, "wgmma", "consumer_warpgroups"),
-    ("sm_100a", 64, "tcgen05", "mma_partition"),
+@pytest.mark.parametrize("ptx,sass,kind", [
+    (WAIT_PENDING, "", "wait_pending"), (MMA_PARTITION, "", "mma_partition"), (CONSUMERS, "", "consumer_warpgroups"),
+    (SERIAL, "", "none"), (SERIAL, SASS_SUNK_WAIT, "wait_pending"), (SERIAL, SASS_SERIAL, "none"),
 ])
-def test_pipelined_attention_compiles_as_designed(arch, head_dim, mma, overlap):
+def test_softmax_overlap_kinds(ptx, sass, kind):
+    assert _sass.softmax_overlap(ptx, sass) == kind
+
+
+@pytest.mark.parametrize("arch,head_dim,mma,warp_specialized,overlap", [
+    ("sm_90a", 72, "wgmma", False, "wait_pending"),
+    ("sm_100a", 64, "tcgen05", True, "mma_partition"),
+])
+def test_pipelined_attention_compiles_as_designed(arch, head_dim, mma, warp_specialized, overlap):
     """v1/PiT shapes' kernel (caption mask or ragged keys) as the launcher builds it: the docstring's claims."""
     facts = compiled_facts(arch, f"attention_d{head_dim}")
     assert facts["spills"] == 0 and facts["mma"] == mma and facts["tma"], facts
-    assert facts["warp_specialized"] and facts["softmax_overlap"] == overlap, facts
+    assert facts["warp_specialized"] == warp_specialized and facts["softmax_overlap"] == overlap, facts
     assert facts["ctas_per_sm"] == 1, facts
     assert attention.mma_useful_fraction(head_dim, pipelined=True) >= 0.85
 
@@ -63,3 +69,13 @@ def test_swiglu_compiles_without_spills():
     """sm_90a: the fused SwiGLU GEMM stays on wgmma with both accumulators in registers."""
     facts = compiled_facts("sm_90a", "swiglu")
     assert facts["spills"] == 0 and facts["mma"] == "wgmma", facts
+
+
+@pytest.mark.parametrize("arch", sorted(_sass.ARCH_LIMITS))
+def test_attention_compile_specs_name_every_argument(arch):
+    """compile_specs: one entry per launched variant, each giving every kernel argument a type or a value."""
+    specs = attention.compile_specs(arch)
+    assert len({spec["variant"] for spec in specs}) == len(specs)
+    for spec in specs:
+        assert set(spec["signature"]) | set(spec["constexprs"]) == set(spec["fn"].arg_names), spec["variant"]
+        assert spec["arch"] == arch and spec["head_dim"] in (64, 72)
