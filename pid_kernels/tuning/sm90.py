@@ -31,3 +31,6 @@ UNEMBED_UPDATE = {"BLOCK_ROWS": 512, "num_warps": 4}
 # swiglu: 128x128 tiles, two float32 accumulators over 8 warps; 32-wide K steps: compiled (3.6, 3.9; bf16)
 # 255 registers, no spills (64-wide: 352 B of spills), 32 KB smem, wgmma, 1 CTA per SM. Not timed.
 SWIGLU = {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 32, "num_warps": 8, "num_stages": 3}
+# pit_pixel_mlp: the Triton kernel (both products on the tensor cores, 128 pixels per program) unless
+# Triton cannot run here, then the CUDA C++ one. Compiled (3.9, bf16/fp16): mma.sync (K=16 / N=16 products: no wgmma), REGS.
+PIT_PIXEL_MLP = {"backend": "triton", "BLOCK_P": 128, "num_warps": 4, "measured": "no"}
