@@ -1,7 +1,8 @@
 """The MLP half of a PiT block on the tensor cores: the `pit_pixel_mlp` seam in Triton.
 
 x + gate * fc2(gelu(fc1(adaLN(x)))) for pixels [B*Li, P2, 16] with shift/scale/gate
-[B*Li, P2, 16] strided views of the [B*Li, P2, 96] modulation. One program takes
+[B*Li, P2, 16] strided views of the [B*Li, P2, 96] modulation (narrower pixels, the tiny
+configs' Dp = 4 or 8, are zero-padded to the 16-wide K of a tl.dot). One program takes
 BLOCK_P pixels: it reads each pixel's 16 values and its 48 modulation values once,
 normalizes and modulates them in float32, runs [BLOCK_P, 16] @ [16, 64] and, after the
 exact (erf) GELU of the release's nn.GELU(), [BLOCK_P, 64] @ [64, 16] as tl.dot with
@@ -9,21 +10,27 @@ float32 accumulators, then adds gate * that to x and writes 16 values per pixel 
 The hidden layer never leaves registers; the 4 KB of 16-bit weights come from L2.
 
 The CUDA C++ backend (pid_kernels/cuda/pit_pixel_mlp.py) runs the same op one thread per
-pixel on the CUDA cores, where the 2 x 1024 multiply-adds per pixel make it
-instruction-bound; here they go to the tensor cores and what is left per pixel (the
-norm, 64 erf, the gating) is analytically near the memory floor of 160 bytes per bf16
-pixel (derived, not timed: no device run yet). The tuning table's "backend" picks
-between the two (pid_kernels/registry.py, `choose`).
+pixel on the CUDA cores, 2 x 1024 multiply-adds per pixel on top of the rest; here they go
+to the tensor cores. Derived, not timed (no device run yet): what is left per pixel (64
+erf, the norm, the gating: roughly 1000 FP32 lane instructions) is about what an H200
+issues (~33 T lane instructions/s) in the time its HBM (4.8 TB/s) moves one bf16 pixel's
+160 bytes, so this kernel sits near its memory floor, not safely under it; erf is the
+remaining cost. The tuning table's "backend" picks between the two (pid_kernels/registry.py,
+`choose`).
 
 Precision: the dot operands are the input dtype (the modulated activations and the GELU
 output are rounded to it, as eager rounds them), products accumulate in float32, and
 everything else is float32 with one rounding at the end. float32 inputs use exact (ieee)
 dots, as the interpreter does for every dtype (its 16-bit dot is wrong).
 
-Static compile (Triton 3.9 in this checkout, bf16, the tables' BLOCK_P / num_warps; see
-`compile_specs` and tests/pid_kernels/triton/test_sass.py): sm_90a mma.sync (Triton keeps
-wgmma for N >= 64 tiles with K >= 64; both products here are too small: K = 16, then N = 16),
-sm_100a mma.sync, sm_120 mma.sync; no spills on any.
+Static compile (`compile_specs` through pid_kernels.triton._sass, bf16 and fp16 alike, the
+tables' BLOCK_P = 128 on 4 warps; Triton 3.9 here / 3.6 as on the GPU machine):
+  sm_90a   wgmma (m64n64k16, then m64n16k16), 140 / 137 registers, no spills, 8 KB smem, 3 CTAs/SM;
+  sm_100a  tcgen05, 128 / 163 registers, no spills, 8 KB smem;
+  sm_120   mma.sync (m16n8k16), 174 / 172 registers, no spills, 8 KB smem.
+compile_for marks only the pointers 16-byte aligned; with the strides the launcher also
+specializes as multiples of 16 (PiD's are), every pixel and modulation row loads and
+stores as 16-byte vectors (checked by hand on 3.6, same MMA and no spills).
 
 Tuning keys (PIT_PIXEL_MLP): backend ("triton" or "cuda", read by the registry), measured,
 BLOCK_P (pixels per program, a power of two >= 16), num_warps.
@@ -136,7 +143,7 @@ def pit_pixel_mlp(
     pixels: torch.Tensor, norm_weight: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, gate: torch.Tensor,
     fc1_weight: torch.Tensor, fc1_bias: torch.Tensor, fc2_weight: torch.Tensor, fc2_bias: torch.Tensor,
 ) -> torch.Tensor:
-    """Same arguments and result as `pid.seams.pit_pixel_mlp`: pixels [B*Li, P2, 16] -> [B*Li, P2, 16]."""
+    """Same arguments and result as `pid.seams.pit_pixel_mlp`: pixels [B*Li, P2, Dp] -> [B*Li, P2, Dp], Dp <= 16."""
     views = [rows.as_rows(t, pixels) for t in (pixels, shift, scale, gate)]
     outer, inner, width = views[0].shape
     hidden = fc1_weight.shape[0]

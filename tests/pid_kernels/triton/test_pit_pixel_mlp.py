@@ -43,9 +43,10 @@ def test_within_eager_error(small_blocks, case, dtype):
 
 
 @with_dtypes
-def test_batched_image_of_odd_patch_grid(small_blocks, dtype):
+def test_batched_image_of_odd_patch_grid(dtype):
     """Two 48x80 images (a 3 x 5 patch grid of 16 x 16 pixels each): the layout the model passes,
-    modulation views of a [B*Li, P2, 96] tensor, pixels contiguous."""
+    modulation views of a [B*Li, P2, 96] tensor, pixels contiguous; the interpreter's large blocks
+    (tests/conftest.py), the last one ragged."""
     args = mlp_args(tokens=2 * 3 * 5, pixels_per_patch=256, device=DEVICE, seed=5)
     assert_within_eager_error(per_pixel(module.pit_pixel_mlp), per_pixel(module.reference), args, dtype, "2x48x80")
 
@@ -66,7 +67,7 @@ def test_refusals(monkeypatch):
     assert "CPU tensor" in " ".join(module.supports(*args))
 
 
-def test_enabled_in_tiny_decode(small_blocks):
+def test_enabled_in_tiny_decode():
     """Every PiT block's MLP (Dp = 8) through the Triton backend, strictly, vs the reference decode."""
     net = tiny_net().to(DEVICE)
     inputs = [a.to(DEVICE) for a in tiny_inputs(net)]
