@@ -6,6 +6,9 @@ and its 48 modulation values are read once and its 16 results written once; the
 16 -> 64 -> 16 weights sit in shared memory as float32, and the hidden layer never
 leaves registers. GELU is the exact (erf) form, as the release's nn.GELU(); all
 arithmetic is float32 with one rounding at the end (eager rounds after every op).
+The op's other backend, pid_kernels/triton/pit_pixel_mlp.py, runs the two products on the
+tensor cores; the tuning tables' PIT_PIXEL_MLP["backend"] picks (pid_kernels.choose), and
+this one runs where Triton cannot.
 """
 
 from __future__ import annotations
