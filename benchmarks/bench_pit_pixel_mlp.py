@@ -6,6 +6,9 @@ Cases (bf16, widths of the released v1 config), per output size S of pid.bench.o
                [(S/P)², P², 6Dp] modulation; fc1 Dp -> 4Dp, fc2 4Dp -> Dp.
 Bytes: pixels, shift, scale, gate read once, the output written once (weights negligible).
 FLOPs: the two matrix products, 2 * 2 * Dp * 4Dp per pixel (norm, GELU, gating not counted).
+Implementations: both backends, pid_triton (both products on the tensor cores) and pid_cuda
+(one thread per pixel on the CUDA cores), whichever the tuning table picks as "ours"; the
+op is copy-bound (25.6 FLOPs per byte in bf16), so its rows read as GB/s against the copy ceiling.
 
 Usage: python benchmarks/bench_pit_pixel_mlp.py [--cases pit_mlp_2048] [--runs 20] [--dry-run] [--list]
 Rows go to benchmarks/results/pit_pixel_mlp.csv (pid.bench.ops.COLUMNS).
@@ -24,6 +27,14 @@ OP = "pit_pixel_mlp"
 BF16 = 2
 
 
+def _other_backends() -> dict:
+    """pid_<backend> -> impl for the op's backends other than the one pid_kernels.REGISTRY runs."""
+    import pid_kernels
+
+    chosen = pid_kernels.REGISTRY[OP]
+    return {f"pid_{backend}": op.impl for backend, op in pid_kernels.BACKENDS_OF[OP].items() if op is not chosen}
+
+
 def _case(patches: int, pixels_per_patch: int, width: int) -> ops.OpCase:
     hidden = 4 * width
     pixels = patches * pixels_per_patch
@@ -35,7 +46,7 @@ def _case(patches: int, pixels_per_patch: int, width: int) -> ops.OpCase:
                 ops.randn(generator, width, hidden, scale=hidden**-0.5), ops.randn(generator, width)]
 
     return ops.OpCase(f"pixels {patches}x{pixels_per_patch}x{width}, hidden {hidden}", make_args,
-                      flops=4 * pixels * width * hidden, bytes=BF16 * 5 * pixels * width)
+                      flops=4 * pixels * width * hidden, bytes=BF16 * 5 * pixels * width, baselines=_other_backends())
 
 
 def cases(tiny: bool = False) -> dict[str, ops.OpCase]:

@@ -9,11 +9,14 @@ strictly (`import pid` does not import this package; building a PiDNet does, the
 
 from pid_kernels.registry import (
     BACKENDS,
+    BACKENDS_OF,
     CALLS,
     REGISTRY,
     Capability,
+    Choice,
     KernelOp,
     KernelRefused,
+    choose,
     disable,
     enable,
     enabled,
@@ -23,8 +26,8 @@ from pid_kernels.registry import (
 from pid_kernels.runtime import force_triton
 
 __all__ = [
-    "CALLS", "REGISTRY", "Capability", "KernelOp", "KernelRefused", "disable", "enable", "enabled", "failed",
-    "register",
+    "BACKENDS_OF", "CALLS", "REGISTRY", "Capability", "Choice", "KernelOp", "KernelRefused", "choose", "disable",
+    "enable", "enabled", "failed", "register",
 ]
 
 # `loader` is the CUDA extension's loader, not an op; modules named _* hold shared helpers.

@@ -7,6 +7,14 @@ returning the reasons it refuses an input (empty list = it runs), and the device
 runs on (`Capability`, checked by `device_reasons` before any input is seen). An
 enabled op falls back to the seam's reference for inputs it refuses, except under
 PID_FORCE_TRITON=1, where a refusal raises, so a test can prove the fused path ran.
+
+An op may have several backends (pit_pixel_mlp: Triton on the tensor cores and CUDA C++
+on the CUDA cores), one module each under the same name. `choose(name, device)` picks
+the one that runs: the arch's tuning table names it (`pid_kernels/tuning/<arch>.py`,
+key "backend", with "measured" saying whether a device run chose it), and where that
+backend refuses the device (its capability, Triton missing) another usable one runs
+instead, with the reason in `Choice.why`. Inputs the chosen backend refuses fall back
+to the seam's reference, as for any op.
 """
 
 from __future__ import annotations
@@ -19,7 +27,8 @@ import torch
 
 from pid import seams
 from pid_kernels.cuda import loader
-from pid_kernels.runtime import compute_capability, force_triton, triton_reasons_on
+from pid_kernels.runtime import compute_capability, force_triton, triton_reasons_on, tuning_arch
+from pid_kernels.tuning import config
 
 BACKENDS = ("triton", "cuda")
 
@@ -74,7 +83,10 @@ class KernelOp:
         return loader.load_reasons(build)
 
 
+# Op name -> the backend `choose` picks for this process's default device (the GPU if any).
 REGISTRY: dict[str, KernelOp] = {}
+# Op name -> backend -> KernelOp: every backend registered for the op.
+BACKENDS_OF: dict[str, dict[str, KernelOp]] = {}
 # How many times each enabled op ran fused / fell back (for reports and tests).
 CALLS: dict[str, dict[str, int]] = {}
 # Ops whose kernel raised on this machine, with the error; they fall back from then on.
@@ -97,8 +109,46 @@ def register(op: KernelOp) -> KernelOp:
                 f"op {op.name!r} (seam {op.seam!r}) is defined in {module}: an op of pid_kernels lives in "
                 f"{expected} and replaces the seam of its own name"
             )
-    REGISTRY[op.name] = op
+    backends = BACKENDS_OF.setdefault(op.name, {})
+    backends[op.backend] = op
+    REGISTRY[op.name] = choose(op.name, build=False).op if len(backends) > 1 else op
     return op
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The backend of an op that runs on a device, and why (empty for an op with one backend)."""
+
+    op: KernelOp
+    why: str
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def choose(name: str, device: Optional[torch.device] = None, build: bool = True) -> Choice:
+    """The backend of op `name` that runs for a model on `device` (default: the GPU if any):
+    the one the arch's tuning table names, or, where it refuses the device and another
+    backend does not, that one. build=False never starts the CUDA extension's JIT build."""
+    backends = BACKENDS_OF.get(name, {})
+    if len(backends) < 2:
+        return Choice(REGISTRY[name], "")
+    device = torch.device(device) if device is not None else default_device()
+    arch = tuning_arch(device if device.type == "cuda" else None)
+    table = config(name, arch)
+    if table["backend"] not in backends:
+        raise ValueError(f"{arch} tuning table {name.upper()}: backend {table['backend']!r} is not one of {sorted(backends)}")
+    preferred = backends[table["backend"]]
+    measured = "chosen by a device run" if table["measured"] == "yes" else "not measured yet"
+    why = f"{arch} tuning table picks {preferred.backend} ({measured})"
+    refused = preferred.device_reasons(device, build)
+    if not refused:
+        return Choice(preferred, why)
+    for other in backends.values():
+        if other is not preferred and not other.device_reasons(device, build):
+            return Choice(other, f"{why}, which cannot run here ({'; '.join(refused)}): {other.backend} instead")
+    return Choice(preferred, why)
 
 
 class KernelRefused(RuntimeError):
@@ -131,24 +181,27 @@ def _guarded(op: KernelOp, strict: bool) -> Callable:
     return run
 
 
-def enable(names: Optional[Iterable[str]] = None, strict: Optional[bool] = None) -> list[str]:
-    """Route the named ops' seams (default: all registered) to their fused kernels."""
+def enable(
+    names: Optional[Iterable[str]] = None, strict: Optional[bool] = None, device: Optional[torch.device] = None
+) -> list[str]:
+    """Route the named ops' seams (default: all registered) to their fused kernels: for an op
+    with several backends, the one `choose` picks for `device` (default: REGISTRY's)."""
     strict = force_triton() if strict is None else strict
     chosen = list(REGISTRY) if names is None else list(names)
     for name in chosen:
         if name not in REGISTRY:
             raise KeyError(f"unknown fused op {name!r}; registered: {sorted(REGISTRY)}")
-        op = REGISTRY[name]
+        op = REGISTRY[name] if device is None else choose(name, device).op
         seams.override(op.seam, _guarded(op, strict))
     return chosen
 
 
 def disable(names: Optional[Iterable[str]] = None) -> None:
     for name in list(REGISTRY) if names is None else names:
-        op = REGISTRY[name]
-        current = seams.active_overrides().get(op.seam)
-        if current is not None and getattr(current, "kernel_op", None) is op:
-            seams.override(op.seam, None)
+        seam = REGISTRY[name].seam
+        current = getattr(seams.active_overrides().get(seam), "kernel_op", None)
+        if current is not None and current.name == name:  # whichever of its backends runs
+            seams.override(seam, None)
 
 
 def enabled() -> list[str]:

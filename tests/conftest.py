@@ -13,6 +13,9 @@ try:
 
     if not _torch_probe.cuda.is_available():
         os.environ.setdefault("TRITON_INTERPRET", "1")
+        # The interpreter runs programs one after another in Python: pit_pixel_mlp's 128-pixel
+        # blocks would make every decode test spend minutes in it (its own tests pick blocks).
+        os.environ.setdefault("PID_TUNING_PIT_PIXEL_MLP", "BLOCK_P=2048")
 except ImportError:  # pragma: no cover
     pass
 

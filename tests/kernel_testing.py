@@ -120,3 +120,39 @@ ROW_GPU_CASES = {
     "pit_pixels": (7, 37, 16, True),
     "wide_c4096": (2, 5, 4096, False),
 }
+
+
+def mlp_args(tokens=7, pixels_per_patch=37, misaligned=False, device="cpu", seed=0, width=16):
+    """pit_pixel_mlp's inputs: pixels storage (flat, with a one-element offset when misaligned),
+    the [N, P2, 6 * width] modulation and the weights: norm [width], fc1 [4 * width, width] + bias,
+    fc2 [width, 4 * width] + bias (the release's width is 16)."""
+    gen = torch.Generator(device=device).manual_seed(seed)
+
+    def randn(*shape, scale=1.0):
+        return torch.randn(*shape, generator=gen, device=device) * scale
+
+    hidden = 4 * width
+    pixels = randn(tokens * pixels_per_patch * width + int(misaligned))
+    modulation = randn(tokens, pixels_per_patch, 6 * width)
+    weights = [torch.rand(width, generator=gen, device=device) + 0.5, randn(hidden, width, scale=width**-0.5),
+               randn(hidden), randn(width, hidden, scale=hidden**-0.5), randn(width)]
+    return [pixels, modulation, *weights]
+
+
+def per_pixel(fn: Callable) -> Callable:
+    """fn called with the seam's arguments built from mlp_args after any dtype cast, so the
+    modulation's views keep their strides."""
+
+    def call(storage, modulation, norm_weight, fc1_weight, fc1_bias, fc2_weight, fc2_bias):
+        tokens, pixels_per_patch, _ = modulation.shape
+        width = norm_weight.shape[0]
+        pixels = storage[storage.numel() % width:].view(tokens, pixels_per_patch, width)
+        shift, scale, gate = modulation.chunk(6, -1)[3:]
+        return fn(pixels, norm_weight, shift, scale, gate, fc1_weight, fc1_bias, fc2_weight, fc2_bias)
+
+    return call
+
+
+def mlp_seam_args(args: Sequence) -> list:
+    """The seam's arguments from mlp_args (aligned pixels), as a list to edit."""
+    return per_pixel(lambda *seam_args: list(seam_args))(*args)

@@ -53,10 +53,13 @@ class CompileConfig:
 class CompileReport:
     applied: list[str] = field(default_factory=list)
     skipped: dict[str, list[str]] = field(default_factory=dict)
+    # Fused ops with several backends: op name -> "<backend>: why it runs" (pid_kernels.choose).
+    backends: dict[str, str] = field(default_factory=dict)
 
     def __str__(self) -> str:
         lines = ["applied: " + (", ".join(self.applied) or "nothing")]
         lines += [f"not applied: {name}: {'; '.join(reasons)}" for name, reasons in self.skipped.items()]
+        lines += [f"backend of {name}: {why}" for name, why in self.backends.items()]
         return "\n".join(lines)
 
 
@@ -96,11 +99,20 @@ def _compile_net(net: PiDNet, config: CompileConfig, report: CompileReport) -> d
     if unknown:
         raise KeyError(f"CompileConfig.fused_ops names unknown ops {unknown}; registered: {sorted(pid_kernels.REGISTRY)}")
     state = {"ops": []}
+<<<<<<< HEAD
     for name, op in sorted(pid_kernels.REGISTRY.items()):
         reasons = op.device_reasons(net.device) + _network_reasons(net, name)
         if _switch(f"{op.backend} op {name}", config.fused_ops.get(name), reasons, report):
+=======
+    for name in sorted(pid_kernels.REGISTRY):
+        choice = pid_kernels.choose(name, net.device)
+        if choice.why:  # an op with several backends: which one runs, and why
+            report.backends[name] = f"{choice.op.backend}: {choice.why}"
+        reasons = choice.op.device_reasons(net.device)
+        if _switch(f"{choice.op.backend} op {name}", config.fused_ops.get(name), reasons, report):
+>>>>>>> wt-pixmlp
             if _op_users.get(name, 0) == 0:
-                pid_kernels.enable([name], strict=False)
+                pid_kernels.enable([name], strict=False, device=net.device)
             _op_users[name] = _op_users.get(name, 0) + 1
             state["ops"].append(name)
     state["precompute_gate_lq"] = net.precompute_gate_lq

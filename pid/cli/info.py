@@ -50,10 +50,14 @@ def accelerated_path_lines() -> list[str]:
 
     lines = []
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    for name, op in sorted(pid_kernels.REGISTRY.items()):
-        reasons = op.device_reasons(device, build=False)  # report only: never a JIT build
+    for name in sorted(pid_kernels.REGISTRY):
+        choice = pid_kernels.choose(name, device, build=False)  # report only: never a JIT build
+        op = choice.op
+        reasons = op.device_reasons(device, build=False)
         state = "usable" if not reasons else "not usable: " + "; ".join(reasons)
         lines.append(f"  {name:<32} {op.backend:<7} -> pid.seams.{op.seam}: {state}")
+        if choice.why:  # an op with several backends
+            lines.append(f"  {'':<32} backend {op.backend}: {choice.why}")
     for name, reason in sorted(pid_kernels.UNAVAILABLE.items()):
         lines.append(f"  {name:<32} not importable: {reason}")
     if not lines:

@@ -6,6 +6,9 @@ and its 48 modulation values are read once and its 16 results written once; the
 16 -> 64 -> 16 weights sit in shared memory as float32, and the hidden layer never
 leaves registers. GELU is the exact (erf) form, as the release's nn.GELU(); all
 arithmetic is float32 with one rounding at the end (eager rounds after every op).
+The op's other backend, pid_kernels/triton/pit_pixel_mlp.py, runs the two products on the
+tensor cores; the tuning tables' PIT_PIXEL_MLP["backend"] picks (pid_kernels.choose), and
+this one runs where Triton cannot.
 """
 
 from __future__ import annotations
@@ -40,18 +43,20 @@ def pit_pixel_mlp(pixels, norm_weight, shift, scale, gate, fc1_weight, fc1_bias,
     )
 
 
-def supports(pixels, norm_weight, shift, scale, gate, fc1_weight, fc1_bias, fc2_weight, fc2_bias) -> list[str]:
-    tensors = (pixels, norm_weight, shift, scale, gate, fc1_weight, fc1_bias, fc2_weight, fc2_bias)
-    reasons = cuda_ext.device_reasons(*tensors)
-    if pixels.dim() != 3 or pixels.shape[-1] != PIXEL_WIDTH:
-        return reasons + [f"pixels {tuple(pixels.shape)} are not [B*Li, P2, {PIXEL_WIDTH}]"]
-    reasons += rows.row_reasons(pixels, shift=shift, scale=scale, gate=gate)
+def operand_reasons(pixels, norm_weight, shift, scale, gate, fc1_weight, fc1_bias, fc2_weight, fc2_bias,
+                    width: int = PIXEL_WIDTH, hidden: int = HIDDEN_WIDTH) -> list[str]:
+    """Why the operands are not pixels [B*Li, P2, width] with shift/scale/gate broadcast to them
+    (channels contiguous) and contiguous width -> hidden -> width weights in the pixels' dtype,
+    as both backends' kernels take them (empty list: they are)."""
+    if pixels.dim() != 3 or pixels.shape[-1] != width:
+        return [f"pixels {tuple(pixels.shape)} are not [B*Li, P2, {width}]"]
+    reasons = rows.row_reasons(pixels, shift=shift, scale=scale, gate=gate)
     reasons += rows.weight_reasons(norm_weight, pixels, "norm_weight")
     expected = {
-        "fc1_weight": (fc1_weight, (HIDDEN_WIDTH, PIXEL_WIDTH)),
-        "fc1_bias": (fc1_bias, (HIDDEN_WIDTH,)),
-        "fc2_weight": (fc2_weight, (PIXEL_WIDTH, HIDDEN_WIDTH)),
-        "fc2_bias": (fc2_bias, (PIXEL_WIDTH,)),
+        "fc1_weight": (fc1_weight, (hidden, width)),
+        "fc1_bias": (fc1_bias, (hidden,)),
+        "fc2_weight": (fc2_weight, (width, hidden)),
+        "fc2_bias": (fc2_bias, (width,)),
     }
     for name, (tensor, shape) in expected.items():
         if tuple(tensor.shape) != shape or tensor.dtype != pixels.dtype or not tensor.is_contiguous():
@@ -59,6 +64,11 @@ def supports(pixels, norm_weight, shift, scale, gate, fc1_weight, fc1_bias, fc2_
                 f"{name} must be a contiguous {list(shape)} {pixels.dtype}, got {tuple(tensor.shape)} {tensor.dtype}"
             )
     return reasons
+
+
+def supports(pixels, norm_weight, shift, scale, gate, fc1_weight, fc1_bias, fc2_weight, fc2_bias) -> list[str]:
+    tensors = (pixels, norm_weight, shift, scale, gate, fc1_weight, fc1_bias, fc2_weight, fc2_bias)
+    return cuda_ext.device_reasons(*tensors) + operand_reasons(*tensors)
 
 
 register(KernelOp("pit_pixel_mlp", "pit_pixel_mlp", "cuda", pit_pixel_mlp, supports))

@@ -1,4 +1,4 @@
-"""Helpers shared by the Triton op modules: the dot precision, the K step, image geometry.
+"""Helpers shared by the Triton op modules: the dot precision, the K step, GEMM tiles, image geometry.
 
 Not an op module (the leading underscore keeps pid_kernels from registering it).
 """
@@ -32,6 +32,18 @@ def dot(a, b, acc, PRECISION: tl.constexpr):
     else:
         result = tl.dot(a, b, acc)
     return result
+
+
+@triton.jit
+def gemm_tile(N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """(rows, cols): the output rows and columns of this program's [BLOCK_M, BLOCK_N] tile of an
+    [M, N] GEMM launched on cdiv(M, BLOCK_M) * cdiv(N, BLOCK_N) programs. The column tiles of
+    one row tile are consecutive programs, so they run side by side: the A rows are read from
+    memory once while the weights stay in L2."""
+    tiles_n = tl.cdiv(N, BLOCK_N)
+    tile_m = tl.program_id(0) // tiles_n
+    tile_n = tl.program_id(0) % tiles_n
+    return tile_m * BLOCK_M + tl.arange(0, BLOCK_M), tile_n * BLOCK_N + tl.arange(0, BLOCK_N)
 
 
 def dot_precision(dtype: torch.dtype, float32=DOT_IEEE) -> int:

@@ -17,7 +17,9 @@ import torch
 from pid import seams
 from pid_kernels.registry import KernelOp, register
 from pid_kernels.runtime import tl, triton
-from pid_kernels.triton._common import RGB, dot, dot_precision, gemm_block_k, image_embedding_reasons, patch_grid
+from pid_kernels.triton._common import (
+    RGB, dot, dot_precision, gemm_block_k, gemm_tile, image_embedding_reasons, patch_grid,
+)
 from pid_kernels.tuning import config
 
 reference = seams.patch_embed.reference
@@ -33,12 +35,7 @@ def _patch_embed_kernel(
     DOT_PRECISION: tl.constexpr,
 ):
     K: tl.constexpr = RGB * PATCH * PATCH
-    # Column tiles of one row tile run side by side: its image patches are read once, W stays in L2.
-    tiles_n = tl.cdiv(N, BLOCK_N)
-    tile_m = tl.program_id(0) // tiles_n
-    tile_n = tl.program_id(0) % tiles_n
-    rows = tile_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    cols = tile_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    rows, cols = gemm_tile(N, BLOCK_M, BLOCK_N)
     # Wrapped indices keep the K loop free of row/column masks; only the store masks.
     tokens_of_rows = (rows % M).to(tl.int64)
     token_in_image = tokens_of_rows % tokens

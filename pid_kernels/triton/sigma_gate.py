@@ -24,7 +24,7 @@ import torch
 from pid import seams
 from pid_kernels.registry import KernelOp, register
 from pid_kernels.runtime import FLOAT_DTYPES, dtype_reasons, tl, triton, triton_device_reasons
-from pid_kernels.triton._common import dot, dot_precision, gemm_block_k
+from pid_kernels.triton._common import dot, dot_precision, gemm_block_k, gemm_tile
 from pid_kernels.tuning import config
 
 reference = seams.sigma_gate.reference
@@ -69,13 +69,7 @@ def _sigma_gate_tiled_kernel(
     stride_w_out, stride_w_in, stride_sigma,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
-    # Column tiles of one row tile run side by side: the x/lq row tile is read from
-    # memory once and W (C x 2C) stays in L2.
-    tiles_n = tl.cdiv(C, BLOCK_N)
-    tile_m = tl.program_id(0) // tiles_n
-    tile_n = tl.program_id(0) % tiles_n
-    rows = tile_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    cols = tile_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    rows, cols = gemm_tile(C, BLOCK_M, BLOCK_N)  # W (C x 2C) stays in L2 while the x/lq rows are read once
     # Wrapped indices keep the K loop free of row/column masks; only the store masks.
     x_rows = _row_offsets(rows % M, tokens, stride_x_batch, stride_x_token)
     lq_rows = _row_offsets(rows % M, tokens, stride_lq_batch, stride_lq_token)

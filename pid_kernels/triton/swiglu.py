@@ -18,6 +18,7 @@ import torch
 from pid import seams
 from pid_kernels.registry import KernelOp, register
 from pid_kernels.runtime import dtype_reasons, interpreting, tl, triton, triton_device_reasons
+from pid_kernels.triton._common import gemm_tile
 from pid_kernels.tuning import config
 
 NAME = "swiglu"
@@ -34,12 +35,7 @@ def _swiglu_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, EXACT_DOT: tl.constexpr,
 ):
     """x [M, K] (row stride stride_x), w1/w3 [N, K] contiguous -> out [M, N] contiguous."""
-    # Column tiles of one row tile run side by side: its x rows are read once, the weights stay in L2.
-    tiles_n = tl.cdiv(N, BLOCK_N)
-    tile_m = tl.program_id(0) // tiles_n
-    tile_n = tl.program_id(0) % tiles_n
-    rows = tile_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    cols = tile_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    rows, cols = gemm_tile(N, BLOCK_M, BLOCK_N)
     # Wrapped indices keep the K loop free of row/column masks; only K's tail and the store mask.
     x_rows = x_ptr + (rows % M).to(tl.int64)[:, None] * stride_x
     w_cols = (cols % N).to(tl.int64)[None, :] * K

@@ -31,3 +31,5 @@ UNEMBED_UPDATE = {"BLOCK_ROWS": 512, "num_warps": 4}
 # swiglu: Hopper's tile (128 rows fit tcgen05's MMA): compiled (3.6, 3.9; bf16) 209 registers, no spills
 # (64-wide K: 144 B), 48 KB smem, tcgen05, 1 CTA per SM. Not timed.
 SWIGLU = {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 32, "num_warps": 8, "num_stages": 3}
+# pit_pixel_mlp: as Hopper. Compiled (bf16/fp16; 3.9 / 3.6): tcgen05, 128 / 163 regs, no spills, 8 KB smem. Not timed.
+PIT_PIXEL_MLP = {"backend": "triton", "BLOCK_P": 128, "num_warps": 4, "measured": "no"}

@@ -35,3 +35,7 @@ UNEMBED_UPDATE = {"BLOCK_ROWS": 512, "num_warps": 4}
 # swiglu: 128x128 tiles, two float32 accumulators over 8 warps; 32-wide K steps: compiled (3.6, 3.9; bf16)
 # 255 registers, no spills (64-wide: 352 B of spills), 32 KB smem, wgmma, 1 CTA per SM. Not timed.
 SWIGLU = {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 32, "num_warps": 8, "num_stages": 3}
+# pit_pixel_mlp: Triton (both products as tensor-core dots over 128 pixels) until a device run says otherwise;
+# the CUDA C++ kernel where Triton cannot run. Compiled (bf16/fp16; 3.9 / 3.6): wgmma m64n64k16 + m64n16k16,
+# 140 / 137 regs, no spills, 8 KB smem, 3 CTAs per SM. Not timed.
+PIT_PIXEL_MLP = {"backend": "triton", "BLOCK_P": 128, "num_warps": 4, "measured": "no"}

@@ -27,6 +27,7 @@ def fake_op():
     yield op, calls
     pid_kernels.disable(["fake_residual"])
     pid_kernels.REGISTRY.pop("fake_residual")
+    pid_kernels.BACKENDS_OF.pop("fake_residual")
 
 
 def test_enable_routes_and_falls_back(fake_op):
@@ -73,6 +74,7 @@ def test_a_failing_kernel_falls_back_for_good_unless_strict():
     finally:
         pid_kernels.disable(["broken_residual"])
         pid_kernels.REGISTRY.pop("broken_residual")
+        pid_kernels.BACKENDS_OF.pop("broken_residual")
         pid_kernels.registry.FAILED.pop("broken_residual", None)
 
 
@@ -81,14 +83,27 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.mark.parametrize("name", sorted(pid_kernels.REGISTRY))
 def test_one_name_through_every_layer(name):
-    """Op `name`: seam pid.seams.<name>, module pid_kernels/<backend>/<name>.py, tests
-    tests/pid_kernels/<backend>/test_<name>.py and the benchmark benchmarks/bench_<name>.py."""
-    op = pid_kernels.REGISTRY[name]
-    assert op.seam == name and name in seams.SEAMS
-    assert op.supports.__module__ == f"pid_kernels.{op.backend}.{name}"
-    assert (REPO / "pid_kernels" / op.backend / f"{name}.py").is_file()
-    assert (REPO / "tests" / "pid_kernels" / op.backend / f"test_{name}.py").is_file()
+    """Op `name`: seam pid.seams.<name>, per backend the module pid_kernels/<backend>/<name>.py and the
+    tests tests/pid_kernels/<backend>/test_<name>.py, one benchmark benchmarks/bench_<name>.py."""
+    assert pid_kernels.REGISTRY[name] in pid_kernels.BACKENDS_OF[name].values()
+    for backend, op in pid_kernels.BACKENDS_OF[name].items():
+        assert op.seam == name and name in seams.SEAMS and op.backend == backend
+        assert op.supports.__module__ == f"pid_kernels.{op.backend}.{name}"
+        assert (REPO / "pid_kernels" / op.backend / f"{name}.py").is_file()
+        assert (REPO / "tests" / "pid_kernels" / op.backend / f"test_{name}.py").is_file()
     assert (REPO / "benchmarks" / f"bench_{name}.py").is_file()
+
+
+def test_an_op_with_several_backends_has_a_tuning_choice():
+    """Every arch's table names the backend of each op that has several (pid_kernels.choose)."""
+    from pid_kernels.tuning import ARCHES, config
+
+    several = [name for name, backends in pid_kernels.BACKENDS_OF.items() if len(backends) > 1]
+    assert "pit_pixel_mlp" in several
+    for name in several:
+        for arch in ARCHES:
+            table = config(name, arch)
+            assert table["backend"] in pid_kernels.BACKENDS_OF[name] and table["measured"] in ("yes", "no"), arch
 
 
 def test_register_refuses_a_pid_kernels_op_named_after_something_else():
@@ -120,3 +135,12 @@ def test_device_reasons_without_a_build_never_build(monkeypatch):
     for op in pid_kernels.REGISTRY.values():
         op.device_reasons(torch.device("cuda"), build=False)
     assert True not in builds
+
+
+def test_a_gpu_triton_refuses_runs_the_cuda_backend_and_says_why(monkeypatch):
+    """pit_pixel_mlp on a compute capability 7.5 GPU: Triton needs 8.0, the CUDA C++ kernel runs."""
+    monkeypatch.setattr(registry, "compute_capability", lambda device: (7, 5))
+    monkeypatch.setattr(loader, "load_reasons", lambda build=True: [])
+    choice = pid_kernels.choose("pit_pixel_mlp", torch.device("cuda"), build=False)
+    assert choice.op.backend == "cuda" and choice.op.device_reasons(torch.device("cuda"), build=False) == []
+    assert "picks triton" in choice.why and "compute capability 7.5 < 8.0" in choice.why

@@ -5,49 +5,23 @@ import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 import pid_kernels
-from kernel_testing import assert_within_eager_error, compiled_with_ops, maybe_compiled, with_dtypes
+from kernel_testing import (
+    assert_within_eager_error, compiled_with_ops, maybe_compiled, mlp_args, mlp_seam_args, per_pixel, with_dtypes,
+)
 from pid import seams
 from pid_kernels.cuda import pit_pixel_mlp as module
 
 
-def mlp_args(tokens=7, pixels_per_patch=37, misaligned=False, device="cpu", seed=0):
-    """pixels storage (flat, with a one-element offset when misaligned), its shape, the
-    [N, P2, 96] modulation and the weights: norm [16], fc1 [64, 16] + [64], fc2 [16, 64] + [16]."""
-    gen = torch.Generator(device=device).manual_seed(seed)
-
-    def randn(*shape, scale=1.0):
-        return torch.randn(*shape, generator=gen, device=device) * scale
-
-    pixels = randn(tokens * pixels_per_patch * 16 + int(misaligned))
-    modulation = randn(tokens, pixels_per_patch, 96)
-    weights = [torch.rand(16, generator=gen, device=device) + 0.5, randn(64, 16, scale=0.25), randn(64),
-               randn(16, 64, scale=0.125), randn(16)]
-    return [pixels, modulation, *weights]
+@pytest.fixture
+def cuda_backend(monkeypatch):
+    """The op's CUDA C++ backend as the one `enable` installs (the tuning tables pick Triton's)."""
+    monkeypatch.setitem(pid_kernels.REGISTRY, "pit_pixel_mlp", pid_kernels.BACKENDS_OF["pit_pixel_mlp"]["cuda"])
 
 
-def per_pixel(fn):
-    """Build the seam's arguments from mlp_args after any dtype cast, so views keep their strides."""
-
-    def call(storage, modulation, norm_weight, fc1_weight, fc1_bias, fc2_weight, fc2_bias):
-        tokens, pixels_per_patch, _ = modulation.shape
-        pixels = storage[storage.numel() % 16:].view(tokens, pixels_per_patch, 16)
-        shift, scale, gate = modulation.chunk(6, -1)[3:]
-        return fn(pixels, norm_weight, shift, scale, gate, fc1_weight, fc1_bias, fc2_weight, fc2_bias)
-
-    return call
-
-
-def seam_args(args):
-    storage, modulation, *weights = args
-    pixels = storage.view(*modulation.shape[:2], 16)
-    shift, scale, gate = modulation.chunk(6, -1)[3:]
-    return [pixels, weights[0], shift, scale, gate, *weights[1:]]
-
-
-def test_cpu_falls_back_to_the_reference():
+def test_cpu_falls_back_to_the_reference(cuda_backend):
     """CPU tensors are refused with the reason and the seam runs its reference (the kernel
     itself is checked against eager on a GPU, in test_kernel_within_eager_error)."""
-    args = seam_args(mlp_args())
+    args = mlp_seam_args(mlp_args())
     assert any("CPU tensor" in reason for reason in module.supports(*args))
     pid_kernels.enable(["pit_pixel_mlp"], strict=False)
     try:
@@ -59,10 +33,10 @@ def test_cpu_falls_back_to_the_reference():
 
 
 def test_refuses_other_widths():
-    args = seam_args(mlp_args())
+    args = mlp_seam_args(mlp_args())
     args[0] = torch.randn(7, 37, 24)
     assert any("are not [B*Li, P2, 16]" in reason for reason in module.supports(*args))
-    args = seam_args(mlp_args())
+    args = mlp_seam_args(mlp_args())
     args[5] = args[5][:32]
     assert any("fc1_weight must be" in reason for reason in module.supports(*args))
 
@@ -105,7 +79,7 @@ def test_kernel_within_eager_error(case, dtype):
 
 @pytest.mark.gpu
 @with_dtypes
-def test_seam_runs_fused_in_strict_mode(dtype):
+def test_seam_runs_fused_in_strict_mode(cuda_backend, dtype):
     args = mlp_args(2, 256, device="cuda")
     pid_kernels.enable(["pit_pixel_mlp"], strict=True)  # a refusal would raise
     try:

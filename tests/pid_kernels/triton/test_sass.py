@@ -13,10 +13,13 @@ from pid_kernels.triton import _sass, attention
 # Compiling needs the real @triton.jit functions: a process without TRITON_INTERPRET.
 COMPILE = """
 import json, sys, torch
-from pid_kernels.triton import _sass, attention, swiglu
+from pid_kernels.triton import _sass, attention, pit_pixel_mlp, swiglu
 arch, kernel = sys.argv[1], sys.argv[2]
 if kernel == "swiglu":
     spec = swiglu.compile_spec(torch.bfloat16, arch)
+elif kernel == "pit_pixel_mlp":
+    spec = pit_pixel_mlp.compile_specs(arch)[0]  # bf16
+    del spec["variant"]
 else:
     spec = attention.pipelined_compile_spec(int(kernel.removeprefix("attention_d")), torch.bfloat16, arch)
 print(json.dumps(_sass.kernel_facts(_sass.compile_for(**spec), arch)))
@@ -24,8 +27,10 @@ print(json.dumps(_sass.kernel_facts(_sass.compile_for(**spec), arch)))
 
 
 def compiled_facts(arch: str, kernel: str) -> dict:
-    """kernel_facts of "swiglu" or "attention_d<head dim>" compiled for arch in a fresh process."""
-    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
+    """kernel_facts of "swiglu", "pit_pixel_mlp" or "attention_d<head dim>" compiled for arch in a fresh process."""
+    # The arch tables as they are: no interpreter, no PID_TUNING_* override (tests/conftest.py sets one).
+    env = {key: value for key, value in os.environ.items()
+           if key != "TRITON_INTERPRET" and not key.startswith("PID_TUNING_")}
     run = subprocess.run([sys.executable, "-c", COMPILE, arch, kernel], env={**env, "PYTHONPATH": str(REPO)},
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
@@ -79,3 +84,10 @@ def test_attention_compile_specs_name_every_argument(arch):
     for spec in specs:
         assert set(spec["signature"]) | set(spec["constexprs"]) == set(spec["fn"].arg_names), spec["variant"]
         assert spec["arch"] == arch and spec["head_dim"] in (64, 72)
+
+
+@pytest.mark.parametrize("arch,mma", [("sm_90a", "wgmma"), ("sm_100a", "tcgen05"), ("sm_120", "mma.sync")])
+def test_pit_pixel_mlp_compiles_to_tensor_cores_without_spills(arch, mma):
+    """Both per-pixel products on each arch's tensor-core path, as its docstring and the tables say."""
+    facts = compiled_facts(arch, "pit_pixel_mlp")
+    assert facts["spills"] == 0 and facts["mma"] == mma, facts
