@@ -128,3 +128,32 @@ def mma_instructions(arch: int, head_dim: int = 64) -> list[str]:
     kernel = triton.compile(source, target=GPUTarget("cuda", arch, 32), options={"num_warps": NUM_WARPS})
     ptx = kernel.asm["ptx"].splitlines()
     return [line.strip() for line in ptx if "wgmma.mma_async" in line or "tcgen05.mma" in line or "mma.sync" in line]
+
+
+def compile_specs(arch: str) -> list[dict]:
+    """pid_kernels.triton._sass specs: the kernel as `triton_attention_core` launches it (batch 1) for the
+    MM-DiT (d64, 300 caption + Li tokens) and PiT (d72 padded to 128, Li tokens) attention of each real shape."""
+    from pid_kernels.triton import _sass
+
+    specs = []
+    for shape in _sass.pid_shapes():
+        cfg = shape.config
+        streams = {"MM-DiT": (cfg["hidden_size"], cfg["num_groups"], cfg["txt_max_length"] + shape.patch_tokens),
+                   "PiT": (cfg["pixel_attn_hidden_size"], cfg["pixel_num_groups"], shape.patch_tokens)}
+        for stream, (width, heads, tokens) in streams.items():
+            head_dim = width // heads
+            blocks = triton.cdiv(tokens, BLOCK)
+            ints, unit, divisible = _sass.int_arguments(heads=heads, q_len=tokens, q_blocks=blocks, k_blocks=blocks,
+                                                        valid_stride=0)
+            signature = {"q_ptr": "*i8", "q_scale_ptr": "*fp32", "k_ptr": "*i8", "k_scale_ptr": "*fp32",
+                         "v_ptr": "*fp8e4nv", "v_scale_ptr": "*fp32", "valid_ptr": "*i8", "out_ptr": "*fp32",
+                         **ints, "sm_scale": "fp32", "p_scale": "fp32"}
+            padded = triton.next_power_of_2(max(head_dim, 16))
+            specs.append(dict(
+                fn=_sage_attention_kernel, signature=signature,
+                constexprs=dict(BLOCK=BLOCK, HEAD_DIM=padded, INTERPRETED=False, **unit),
+                arch=arch, num_warps=NUM_WARPS, num_stages=3, divisible=divisible,  # num_stages: Triton's default
+                variant=f"d{head_dim} sage int8 QK, e4m3 PV", shapes=f"{shape.label} {stream}", head_dim=head_dim,
+                mma_operands="e4m3", mma_useful_fraction=head_dim / padded,
+            ))
+    return _sass.merged(specs)

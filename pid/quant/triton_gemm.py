@@ -84,3 +84,25 @@ def mma_instructions(arch: int, out_dtype: torch.dtype = torch.bfloat16) -> list
                             options={"num_warps": NUM_WARPS, "num_stages": NUM_STAGES})
     ptx = kernel.asm["ptx"].splitlines()
     return [line.strip() for line in ptx if "wgmma.mma_async" in line or "tcgen05.mma" in line]
+
+
+def compile_specs(arch: str) -> list[dict]:
+    """pid_kernels.triton._sass specs: the kernel as `triton_scaled_mm` launches it for an e4m3 projection
+    of the MM-DiT width (C -> C with bias, bf16 out) over the patch tokens of each real shape."""
+    from pid_kernels.triton import _sass
+
+    specs = []
+    for shape in _sass.pid_shapes():
+        width, rows = shape.config["hidden_size"], shape.patch_tokens
+        ints, unit, divisible = _sass.int_arguments(M=rows, N=width, K=width, stride_a=width, stride_w=width,
+                                                    stride_out=width)
+        signature = {"a_ptr": "*fp8e4nv", "a_scale_ptr": "*fp32", "w_ptr": "*fp8e4nv", "w_scale_ptr": "*fp32",
+                     "bias_ptr": "*bf16", "out_ptr": "*bf16", **ints}
+        specs.append(dict(
+            fn=_fp8_gemm_kernel, signature=signature,
+            constexprs=dict(HAS_BIAS=True, BLOCK_M=BLOCK_M, BLOCK_N=BLOCK_N, BLOCK_K=BLOCK_K, **unit),
+            arch=arch, num_warps=NUM_WARPS, num_stages=NUM_STAGES, divisible=divisible,
+            variant="e4m3 bias bf16 out", shapes=shape.label, mma_operands="e4m3",
+            mma_useful_fraction=width / (triton.cdiv(width, BLOCK_K) * BLOCK_K),
+        ))
+    return _sass.merged(specs)

@@ -392,8 +392,8 @@ def mma_useful_fraction(head_dim: int, pipelined: bool) -> float:
     return head_dim / issued
 
 
-def _tuning(head_dim: int, dtype: torch.dtype) -> dict:
-    tuning = config("attention" if head_dim <= 64 else "attention_d128")
+def _tuning(head_dim: int, dtype: torch.dtype, arch: Optional[str] = None) -> dict:
+    tuning = config("attention" if head_dim <= 64 else "attention_d128", arch)
     if dtype == torch.float32:
         tuning = {key: min(value, FLOAT32_TILE_CAPS.get(key, value)) for key, value in tuning.items()}
     return tuning
@@ -419,16 +419,82 @@ def pipelined_launch(head_dim: int, arch: Optional[str] = None) -> tuple[dict, d
     return constexprs, dict(num_warps=tuning["num_warps"], num_stages=tuning["num_stages"])
 
 
-def pipelined_compile_spec(head_dim: int, dtype: torch.dtype, arch: str, mask_keys: bool = True) -> dict:
-    """Keyword arguments of pid_kernels.triton._sass.compile_for: the pipelined kernel as the launcher
-    launches it for this head dim and dtype on `arch` ("sm_90a", "sm_100a", "sm_120"); mask_keys: with a
-    caption key mask or a joint length that is not a multiple of BLOCK_N (v1's 300 + 16384 tokens)."""
-    element = {torch.bfloat16: "*bf16", torch.float16: "*fp16"}[dtype]
-    constexprs, launch = pipelined_launch(head_dim, arch.rstrip("a").replace("_", ""))
-    scalars = {"img_len": "i32", "txt_len": "i32", "num_heads": "i32", "qk_scale": "fp32", "key_bias": "*fp32"}
-    signature = {name: scalars.get(name, element) for name in _pipelined_attention_kernel.arg_names[:10]}
-    constexprs = {**constexprs, "MASK_KEYS": mask_keys, "HEAD_DIM": head_dim, "DOT_PRECISION": DOT_NATIVE.value}
-    return dict(fn=_pipelined_attention_kernel, signature=signature, constexprs=constexprs, arch=arch, **launch)
+def compile_specs(arch: str) -> list[dict]:
+    """pid_kernels.triton._sass specs of every kernel the launcher launches at the real shapes on `arch`
+    ("sm_90a", "sm_100a", "sm_120"): the MM-DiT attention (d64, 300 caption tokens with their key mask,
+    text RoPE) and the PiT attention (d72, image only) of each shape, in bf16 (the pre-pass and the
+    pipelined kernel) and float32 (the pre-pass and the pointer kernel on prepared keys)."""
+    from pid_kernels.triton import _sass
+
+    table = _sass.tuning_arch(arch)
+    specs = []
+    for shape in _sass.pid_shapes():
+        cfg = shape.config
+        streams = {"MM-DiT": (cfg["hidden_size"], cfg["num_groups"], cfg["txt_max_length"], cfg["use_text_rope"]),
+                   "PiT": (cfg["pixel_attn_hidden_size"], cfg["pixel_num_groups"], 0, False)}
+        for stream, (width, heads, txt_len, txt_rope) in streams.items():
+            for dtype in (torch.bfloat16, torch.float32):
+                specs += _launched_specs(arch, table, f"{shape.label} {stream}", width // heads, 3 * width, txt_len,
+                                         shape.patch_tokens, txt_rope, dtype)
+    return _sass.merged(specs)
+
+
+def _launched_specs(arch, table, shapes, head_dim, qkv_width, txt_len, img_len, txt_rope, dtype) -> list[dict]:
+    """The launches of _fused_attention for one attention call, as compile specs (see compile_specs)."""
+    from pid_kernels.triton import _sass
+
+    element = {torch.bfloat16: "*bf16", torch.float32: "*fp32"}[dtype]
+    name = {torch.bfloat16: "bf16", torch.float32: "fp32"}[dtype]
+    tuning = _tuning(head_dim, dtype, table)
+    block_d = max(16, triton.next_power_of_2(head_dim))
+    query_tiles = triton.cdiv(txt_len, tuning["BLOCK_M"]) + triton.cdiv(img_len, tuning["BLOCK_M"])
+    k_prepared = query_tiles > tuning["FUSED_K_MAX_Q_TILES"]
+    pipelined = k_prepared and dtype != torch.float32 and head_dim * dtype.itemsize % 16 == 0
+    has_mask = txt_len > 0
+    # qkv [B, L, 3 * H * D] (B = 1: the batch strides are never read, as in a launch of B = 1).
+    ints, _, divisible = _sass.int_arguments(img_len=img_len, txt_len=txt_len, img_stride_b=img_len * qkv_width,
+                                             img_stride_l=qkv_width, txt_stride_b=txt_len * qkv_width,
+                                             txt_stride_l=qkv_width, num_heads=qkv_width // (3 * head_dim))
+    info = dict(arch=arch, shapes=shapes, head_dim=head_dim)
+    specs = []
+    if k_prepared:
+        scalars = {**ints, "eps": "fp32"}
+        names = _prepare_qkv_kernel.arg_names[:21]
+        specs.append(dict(
+            fn=_prepare_qkv_kernel, signature={arg: scalars.get(arg, element) for arg in names},
+            constexprs=dict(IMG_ROPE=True, TXT_ROPE=txt_rope, PREPARE_QV=pipelined, HEAD_DIM=head_dim,
+                            BLOCK_ROWS=K_PROLOGUE_ROWS, BLOCK_D=block_d),
+            num_warps=4, num_stages=3,  # Triton's defaults: the launch sets neither
+            divisible=divisible,
+            variant=f"d{head_dim} {name} {'q, k, v' if pipelined else 'k'}", **info,
+        ))
+    if pipelined:
+        constexprs, launch = pipelined_launch(head_dim, table)
+        mask_keys = has_mask or (txt_len + img_len) % constexprs["BLOCK_N"] != 0
+        scalars = {**ints, "qk_scale": "fp32", "key_bias": "*fp32"}
+        signature = {arg: scalars.get(arg, element) for arg in _pipelined_attention_kernel.arg_names[:10]}
+        constexprs = {**constexprs, "MASK_KEYS": mask_keys, "HEAD_DIM": head_dim,
+                      "DOT_PRECISION": dot_precision(dtype)}
+        specs.append(dict(
+            fn=_pipelined_attention_kernel, signature=signature, constexprs=constexprs, **launch,
+            divisible=tuple(name for name in divisible if name in signature),
+            variant=f"d{head_dim} {name}{' masked' if mask_keys else ''}",
+            mma_useful_fraction=mma_useful_fraction(head_dim, pipelined=True), **info,
+        ))
+        return specs
+    scalars = {**ints, "eps": "fp32", "qk_scale": "fp32", "txt_keep": "*u8"}
+    signature = {arg: scalars.get(arg, element) for arg in _attention_kernel.arg_names[:23]}
+    constexprs = dict(IMG_ROPE=True, TXT_ROPE=txt_rope, HAS_KEY_MASK=has_mask, K_PREPARED=k_prepared,
+                      HEAD_DIM=head_dim, BLOCK_M=tuning["BLOCK_M"], BLOCK_N=tuning["BLOCK_N"], BLOCK_D=block_d,
+                      DOT_PRECISION=dot_precision(dtype, float32=DOT_TF32X3))
+    specs.append(dict(
+        fn=_attention_kernel, signature=signature, constexprs=constexprs,
+        num_warps=tuning["num_warps"], num_stages=tuning["num_stages"] if k_prepared else 1,
+        divisible=divisible,
+        variant=f"d{head_dim} {name}{' masked' if has_mask else ''}{'' if k_prepared else ' fused k'}",
+        mma_useful_fraction=mma_useful_fraction(head_dim, pipelined=False), **info,
+    ))
+    return specs
 
 
 def _key_bias(txt_key_mask: Optional[torch.Tensor], batch: int, joint_len: int, block_n: int, device) -> torch.Tensor:
