@@ -166,8 +166,9 @@ def failures(row: dict) -> list[tuple[str, str]]:
     if wanted and row.get("mma_useful_fraction", "") != "" and row["mma"] != wanted:
         found.append(("mma", f"a tensor-core kernel on {row['mma']}, not {wanted}"))
     claim = row.get("claimed_operands", "")
-    if wanted and claim and not set(OPERAND_KINDS.get(claim, (claim,))) & set(row["mma_operands"].split("+")):
-        found.append(("mma_operands", f"tensor cores read {row['mma_operands'] or 'nothing'}, not {claim}"))
+    expected = {f"{wanted}.{kind}" for kind in OPERAND_KINDS.get(claim, (claim,))}
+    if wanted and claim and not expected & set(row["mma_operands"].split("+")):
+        found.append(("mma_operands", f"tensor cores run {row['mma_operands'] or 'nothing'}, no {claim} on {wanted}"))
     if row.get("claimed_ctas_per_sm", "") != "" and int(row["ctas_per_sm"]) < int(row["claimed_ctas_per_sm"]):
         found.append(("occupancy", f"{row['ctas_per_sm']} CTAs per SM, the op claims {row['claimed_ctas_per_sm']}"))
     return found

@@ -153,7 +153,7 @@ def compile_specs(arch: str) -> list[dict]:
                 fn=_sage_attention_kernel, signature=signature,
                 constexprs=dict(BLOCK=BLOCK, HEAD_DIM=padded, INTERPRETED=False, **unit),
                 arch=arch, num_warps=NUM_WARPS, num_stages=3, divisible=divisible,  # num_stages: Triton's default
-                variant=f"d{head_dim} sage int8 QK, e4m3 PV", shapes=f"{shape.label} {stream}", head_dim=head_dim,
+                variant=f"d{head_dim} int8 QK e4m3 PV", shapes=f"{shape.label} {stream}", head_dim=head_dim,
                 mma_operands="e4m3", mma_useful_fraction=head_dim / padded,
             ))
     return _sass.merged(specs)

@@ -182,11 +182,12 @@ def mma_path(ptx: str) -> str:
 
 
 def mma_operands(ptx: str) -> str:
-    """The operand types of the PTX's tensor-core instructions, "+"-joined: wgmma / mma.sync A types
-    ("bf16", "e4m3", "s8", "tf32"), tcgen05 kinds ("f16" covers bf16, "f8f6f4", "i8", "tf32")."""
-    kinds = set(re.findall(r"wgmma\.mma_async\.sync\.aligned\.m\d+n\d+k\d+\.\w+\.(\w+)\.", ptx))
-    kinds |= set(re.findall(r"tcgen05\.mma\.cta_group::\d\.kind::(\w+)", ptx))
-    kinds |= set(re.findall(r"\bmma\.sync\.aligned\.m\d+n\d+k\d+\.row\.col\.\w+\.(\w+)\.", ptx))
+    """The tensor-core instructions of the PTX as "<path>.<operand type>", "+"-joined: wgmma / mma.sync
+    A types ("wgmma.bf16", "mma.sync.s8"), tcgen05 kinds ("tcgen05.f16" covers bf16, "tcgen05.f8f6f4")."""
+    kinds = {f"wgmma.{kind}" for kind in re.findall(r"wgmma\.mma_async\.sync\.aligned\.m\d+n\d+k\d+\.\w+\.(\w+)\.", ptx)}
+    kinds |= {f"tcgen05.{kind}" for kind in re.findall(r"tcgen05\.mma\.cta_group::\d\.kind::(\w+)", ptx)}
+    kinds |= {f"mma.sync.{kind}" for kind in
+              re.findall(r"\bmma\.sync\.aligned\.m\d+n\d+k\d+\.row\.col(?:\.satfinite)?\.\w+\.(\w+)\.", ptx)}
     return "+".join(sorted(kinds))
 
 

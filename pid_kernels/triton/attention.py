@@ -466,7 +466,7 @@ def _launched_specs(arch, table, shapes, head_dim, qkv_width, txt_len, img_len, 
                             BLOCK_ROWS=K_PROLOGUE_ROWS, BLOCK_D=block_d),
             num_warps=4, num_stages=3,  # Triton's defaults: the launch sets neither
             divisible=divisible,
-            variant=f"d{head_dim} {name} {'q, k, v' if pipelined else 'k'}", **info,
+            variant=f"d{head_dim} {name} {'q k v' if pipelined else 'k'}", **info,
         ))
     if pipelined:
         constexprs, launch = pipelined_launch(head_dim, table)

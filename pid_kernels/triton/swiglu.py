@@ -110,7 +110,7 @@ def compile_specs(arch: str) -> list[dict]:
             specs.append(dict(
                 fn=_swiglu_kernel, signature=signature, constexprs=constexprs, arch=arch,
                 num_warps=tuning["num_warps"], num_stages=tuning["num_stages"], divisible=divisible,
-                variant="bf16, M aligned" if rows % 16 == 0 else "bf16, M ragged", shapes=shape.label,
+                variant="bf16 M aligned" if rows % 16 == 0 else "bf16 M ragged", shapes=shape.label,
                 mma_useful_fraction=width / (triton.cdiv(width, block_k) * block_k),
             ))
     return _sass.merged(specs)

@@ -10,7 +10,7 @@ from pid_kernels.triton import _sass
 
 ROW = dict(kernel="_k", variant="d64 bf16", arch="sm_90a", triton="3.9.0", regs=168, spills=0, smem_bytes=99664,
            num_warps=12, num_stages=2, ctas_per_sm=1, mma="wgmma", tma="yes", head_dim=64, softmax_overlap="none",
-           mma_useful_fraction=1.0, main_loop_sass=300, mma_operands="bf16", warp_specialized="yes",
+           mma_useful_fraction=1.0, main_loop_sass=300, mma_operands="wgmma.bf16", warp_specialized="yes",
            claimed_ctas_per_sm=1, module="m", shapes="v1 2048²", claimed_operands="")
 
 
@@ -23,8 +23,10 @@ ROW = dict(kernel="_k", variant="d64 bf16", arch="sm_90a", triton="3.9.0", regs=
     ({"arch": "sm_100a"}, ["mma"]),  # wgmma is not Blackwell's path
     ({"mma": "none", "mma_useful_fraction": ""}, []),  # not a tensor-core kernel
     ({"claimed_operands": "e4m3"}, ["mma_operands"]),
-    ({"claimed_operands": "e4m3", "mma_operands": "e4m3+s8"}, []),
-    ({"claimed_operands": "e4m3", "arch": "sm_100a", "mma": "tcgen05", "mma_operands": "f8f6f4+i8"}, []),
+    ({"claimed_operands": "e4m3", "mma_operands": "wgmma.e4m3+wgmma.s8"}, []),
+    ({"claimed_operands": "e4m3", "mma_operands": "mma.sync.e4m3+wgmma.bf16"}, ["mma_operands"]),  # fp8 off wgmma
+    ({"claimed_operands": "e4m3", "arch": "sm_100a", "mma": "tcgen05", "mma_operands": "mma.sync.s8+tcgen05.f8f6f4"},
+     []),
     ({"ctas_per_sm": 1, "claimed_ctas_per_sm": 2}, ["occupancy"]),
     ({"ctas_per_sm": 0, "arch": "sm_120", "mma": "mma.sync"}, ["occupancy"]),  # shared memory does not fit
 ])

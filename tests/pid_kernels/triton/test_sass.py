@@ -101,8 +101,9 @@ def test_occupancy(regs, warps, smem, arch, ctas):
 def test_mma_operands():
     ptx = ("wgmma.mma_async.sync.aligned.m64n128k32.s32.s8.s8 {...}; "
            "wgmma.mma_async.sync.aligned.m64n64k32.f32.e4m3.e4m3 {...}; tcgen05.mma.cta_group::1.kind::f8f6f4 [x]; "
-           "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {...};")
-    assert _sass.mma_operands(ptx) == "bf16+e4m3+f8f6f4+s8"
+           "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {...}; "
+           "mma.sync.aligned.m16n8k32.row.col.satfinite.s32.s8.s8.s32 {...};")
+    assert _sass.mma_operands(ptx) == "mma.sync.bf16+mma.sync.s8+tcgen05.f8f6f4+wgmma.e4m3+wgmma.s8"
     assert _sass.mma_operands("ex2.approx.f32") == ""
 
 
