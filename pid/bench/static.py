@@ -45,7 +45,12 @@ OPERAND_KINDS = {"e4m3": ("e4m3", "f8f6f4")}
 _FP32_POINTER = ("float32's three-pass tf32 pointer kernel (--dtype fp32 only; bf16 takes the pipelined kernel): "
                  "its FLOAT32_TILE_CAPS tiles hold d72 padded to 128 and split operands in 255 registers; "
                  "smaller tiles or 8 warps are a tuning change of attention.py, not made here")
+_FP32_PREPARE = ("float32 key pre-pass at d72 (--dtype fp32 only): 64 rows of k, pair partners, cos and sin padded "
+                 "to 128 channels in float32 over Triton's default 4 warps (the launch sets none); a num_warps for "
+                 "it is a launcher change of attention.py, not made here")
 ALLOWED: dict[tuple[str, str, str, str], str] = {
+    ("_prepare_qkv_kernel", "d72 fp32 k", "sm_90a", "spills"): _FP32_PREPARE,
+    ("_prepare_qkv_kernel", "d72 fp32 k", "sm_100a", "spills"): _FP32_PREPARE,
     ("_attention_kernel", "d72 fp32", "sm_90a", "spills"): _FP32_POINTER,
     ("_attention_kernel", "d72 fp32", "sm_100a", "spills"): _FP32_POINTER,
     ("_attention_kernel", "d64 fp32 masked", "sm_100a", "spills"): _FP32_POINTER,

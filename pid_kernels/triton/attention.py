@@ -22,7 +22,7 @@ channels 72..79): 90% useful MMA work instead of 56% padded to 128 (40: 32 + 16,
 83%). Compiled without a GPU (pid_kernels/triton/_sass.py; bf16, 128x128 tiles,
 4 warps asked; Triton 3.6 and 3.9):
   * sm_90a: Hopper autoWS makes a producer and two consumer warpgroups of 64 rows
-    (12 warps), 168 registers, no spills, 99 KB (d64) / 120 KB (d72) smem, one
+    (12 warps), 168 registers, no spills, 100 kB (d64) / 119 kB (d72) smem, one
     CTA per SM, wgmma + TMA. Each consumer waits for its own wgmma (pending 0):
     the softmax overlaps the other consumer's MMA, unordered (no ping-pong
     barrier); no wait leaves groups in flight across a softmax (Triton makes a
@@ -30,10 +30,10 @@ channels 72..79): 90% useful MMA work instead of 56% padded to 128 (40: 32 + 16,
     accumulator, so an S = QK^T issued for block j+1 before block j's softmax,
     written out by hand, still gets a wait 0; checked on 3.6 and 3.9).
   * sm_100a: tcgen05 issued from its own partition, the softmax in others; 12
-    warps (16 for d72 on 3.6), 168 registers (128), no spills, 84 / 106 KB smem,
+    warps (16 for d72 on 3.6), 168 registers (128), no spills, 85 / 105 kB smem,
     one CTA per SM, TMA.
-  * sm_120: no warp specialization, mma.sync, 64-key steps; 139-170 registers,
-    no spills, 33 / 41 KB of the 99 KB smem.
+  * sm_120: no warp specialization, mma.sync, 64-key steps; 148-171 registers,
+    no spills on 3.9 (3.6: 160-169, 8 B spilled), 32 / 40 KiB of the 99 KiB smem.
 None of this is timed: no device run yet.
 
 Pointer kernel (`_attention_kernel`; float32, short sequences, unaligned head
@@ -77,8 +77,9 @@ MAX_HEAD_DIM = 128
 # Rows per program of the key pre-pass: memory-bound, small tiles keep many programs in flight.
 K_PROLOGUE_ROWS = 64
 LOG2_E = 1.4426950408889634
-# float32's three-pass tf32 dot holds split operands in registers and smem: smaller tiles, one stage
-# (ptxas, Triton 3.9: no spills in the sm90 loop, and within sm120's 99 KB of smem).
+# float32's three-pass tf32 dot holds split operands in registers and smem: smaller tiles, one stage.
+# Compiled (benchmarks/STATIC.md, Triton 3.6 / 3.9): d64 without spills on sm_90a only; d72 (padded to 128)
+# spills 800 / 744 B on sm_90a, 968 / 920 B on sm_100a (allowed in pid/bench/static.py: --dtype fp32 only).
 FLOAT32_TILE_CAPS = {"BLOCK_M": 64, "BLOCK_N": 32, "num_warps": 4, "num_stages": 1}
 
 
