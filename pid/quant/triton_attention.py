@@ -8,7 +8,9 @@ quantized by the same PyTorch code as the reference (`attention._quantize`), so 
 matches `attention_core` up to float32 summation order (tests/pid/quant, under the
 interpreter). Head dims are padded to a power of two (72 -> 128). `pid.quant.attention`
 calls it for CUDA tensors; the default GPU policy keeps attention in bf16 until a device run
-has checked it. Never run on a GPU.
+has checked it. Never run on a GPU. Compiled without one (benchmarks/STATIC.md, 8 warps, d64 / d72
+padded to 128): sm_90a wgmma for both products (s8, e4m3), 1 CTA per SM; sm_100a tcgen05 for the
+e4m3 PV (kind::f8f6f4), the int8 QK^T on tcgen05 kind::i8 with Triton 3.9 but on mma.sync with 3.6.
 """
 
 from __future__ import annotations
