@@ -99,18 +99,12 @@ def _compile_net(net: PiDNet, config: CompileConfig, report: CompileReport) -> d
     if unknown:
         raise KeyError(f"CompileConfig.fused_ops names unknown ops {unknown}; registered: {sorted(pid_kernels.REGISTRY)}")
     state = {"ops": []}
-<<<<<<< HEAD
-    for name, op in sorted(pid_kernels.REGISTRY.items()):
-        reasons = op.device_reasons(net.device) + _network_reasons(net, name)
-        if _switch(f"{op.backend} op {name}", config.fused_ops.get(name), reasons, report):
-=======
     for name in sorted(pid_kernels.REGISTRY):
         choice = pid_kernels.choose(name, net.device)
         if choice.why:  # an op with several backends: which one runs, and why
             report.backends[name] = f"{choice.op.backend}: {choice.why}"
-        reasons = choice.op.device_reasons(net.device)
+        reasons = choice.op.device_reasons(net.device) + _network_reasons(net, name)
         if _switch(f"{choice.op.backend} op {name}", config.fused_ops.get(name), reasons, report):
->>>>>>> wt-pixmlp
             if _op_users.get(name, 0) == 0:
                 pid_kernels.enable([name], strict=False, device=net.device)
             _op_users[name] = _op_users.get(name, 0) + 1

@@ -8,10 +8,9 @@ quantized by the same PyTorch code as the reference (`attention._quantize`), so 
 matches `attention_core` up to float32 summation order (tests/pid/quant, under the
 interpreter). Head dims are padded to a power of two (72 -> 128). `pid.quant.attention`
 calls it for CUDA tensors; the default GPU policy keeps attention in bf16 until a device run
-has checked it. Static compile (`compile_specs`, tests/pid/quant/test_fp8_static.py), 8 warps,
-0 spills: sm_90a wgmma s8.s8 (QK^T) and e4m3.e4m3 (PV), d64 196 / 208 registers (triton 3.9 / 3.6),
-d72-as-128 240 / 254; sm_100a tcgen05 kind::i8 and kind::f8f6f4, 160-174 registers. No TMA, no
-warp specialization, no softmax / MMA overlap (one warpgroup pair, serial). Never run on a GPU.
+has checked it. Never run on a GPU. Compiled without one (benchmarks/STATIC.md, 8 warps, d64 / d72
+padded to 128): sm_90a wgmma for both products (s8, e4m3), 1 CTA per SM; sm_100a tcgen05 for the
+e4m3 PV (kind::f8f6f4), the int8 QK^T on tcgen05 kind::i8 with Triton 3.9 but on mma.sync with 3.6.
 """
 
 from __future__ import annotations
@@ -103,27 +102,6 @@ def triton_attention_core(
     return out[:, :, :q_len, :head_dim].to(q.dtype)
 
 
-def compile_specs(arch: str) -> list[dict]:
-    """The kernel as `triton_attention_core` launches it for PiD's two head dims (64: MM-DiT; 72:
-    PiT, padded to 128), as `pid_kernels.triton._sass.compile_for` keyword arguments plus `variant`,
-    `head_dim` and `mma_useful_fraction` (real head channels over the padded ones the MMAs compute)."""
-    signature = {
-        "q_ptr": "*i8", "q_scale_ptr": "*fp32", "k_ptr": "*i8", "k_scale_ptr": "*fp32", "v_ptr": "*fp8e4nv",
-        "v_scale_ptr": "*fp32", "valid_ptr": "*i8", "out_ptr": "*fp32", "heads": "i32", "q_len": "i32",
-        "q_blocks": "i32", "k_blocks": "i32", "valid_stride": "i32", "sm_scale": "fp32", "p_scale": "fp32",
-    }
-    specs = []
-    for head_dim in (64, 72):
-        padded = triton.next_power_of_2(head_dim)
-        specs.append({
-            "fn": _sage_attention_kernel, "signature": signature, "arch": arch, "num_warps": NUM_WARPS,
-            "num_stages": 3, "constexprs": {"BLOCK": BLOCK, "HEAD_DIM": padded, "INTERPRETED": False},
-            "variant": f"sage d{head_dim} (padded {padded}) int8 QK^T, e4m3 PV", "head_dim": head_dim,
-            "mma_useful_fraction": head_dim / padded,
-        })
-    return specs
-
-
 def mma_instructions(arch: int, head_dim: int = 64) -> list[str]:
     """Compile the kernel for sm_<arch>a without a GPU (and without TRITON_INTERPRET=1); the PTX
     lines that issue tensor-core MMAs (int8 QK^T and e4m3 PV)."""
@@ -132,7 +110,35 @@ def mma_instructions(arch: int, head_dim: int = 64) -> list[str]:
     if interpreting():
         raise RuntimeError("mma_instructions compiles for a GPU: run it without TRITON_INTERPRET=1")
     spec = next(spec for spec in compile_specs(f"sm_{arch}a") if spec["head_dim"] == head_dim)
-    kernel = _sass.compile_for(**{key: spec[key] for key in ("fn", "signature", "constexprs", "arch", "num_warps",
-                                                             "num_stages")})
+    kernel = _sass.compile_spec(spec)
     ptx = kernel.asm["ptx"].splitlines()
     return [line.strip() for line in ptx if "wgmma.mma_async" in line or "tcgen05.mma" in line or "mma.sync" in line]
+
+
+def compile_specs(arch: str) -> list[dict]:
+    """pid_kernels.triton._sass specs: the kernel as `triton_attention_core` launches it (batch 1) for the
+    MM-DiT (d64, 300 caption + Li tokens) and PiT (d72 padded to 128, Li tokens) attention of each real shape."""
+    from pid_kernels.triton import _sass
+
+    specs = []
+    for shape in _sass.pid_shapes():
+        cfg = shape.config
+        streams = {"MM-DiT": (cfg["hidden_size"], cfg["num_groups"], cfg["txt_max_length"] + shape.patch_tokens),
+                   "PiT": (cfg["pixel_attn_hidden_size"], cfg["pixel_num_groups"], shape.patch_tokens)}
+        for stream, (width, heads, tokens) in streams.items():
+            head_dim = width // heads
+            blocks = triton.cdiv(tokens, BLOCK)
+            ints, unit, divisible = _sass.int_arguments(heads=heads, q_len=tokens, q_blocks=blocks, k_blocks=blocks,
+                                                        valid_stride=0)
+            signature = {"q_ptr": "*i8", "q_scale_ptr": "*fp32", "k_ptr": "*i8", "k_scale_ptr": "*fp32",
+                         "v_ptr": "*fp8e4nv", "v_scale_ptr": "*fp32", "valid_ptr": "*i8", "out_ptr": "*fp32",
+                         **ints, "sm_scale": "fp32", "p_scale": "fp32"}
+            padded = triton.next_power_of_2(max(head_dim, 16))
+            specs.append(dict(
+                fn=_sage_attention_kernel, signature=signature,
+                constexprs=dict(BLOCK=BLOCK, HEAD_DIM=padded, INTERPRETED=False, **unit),
+                arch=arch, num_warps=NUM_WARPS, num_stages=3, divisible=divisible,  # num_stages: Triton's default
+                variant=f"d{head_dim} int8 QK e4m3 PV", shapes=f"{shape.label} {stream}", head_dim=head_dim,
+                mma_operands="e4m3", mma_useful_fraction=head_dim / padded,
+            ))
+    return _sass.merged(specs)

@@ -12,7 +12,7 @@ rounding at the store:
 Under the Triton interpreter they run on CPU tensors and match the emulation (tests/pid/quant).
 
 Static compile (`compile_specs`: the launches at PiD's shapes, K as the constant the launcher
-passes; tests/pid/quant/test_fp8_static.py), 128 x 64 x 64 tiles, 8 warps, 3 stages, 0 spills:
+passes; the static report, benchmarks/STATIC.md), 128 x 64 x 64 tiles, 8 warps, 3 stages, 0 spills:
                        sm_90a (wgmma m64n64k32 e4m3)    sm_100a (tcgen05 kind::f8f6f4)
                        triton 3.9      3.6              3.9      3.6
   bias, K = 768        100 regs        80 regs          170      174 regs
@@ -162,9 +162,10 @@ def compile_specs(arch: str) -> list[dict]:
     # 2048² v1: 16384 patch tokens (whole tiles); patch embed K = 768 = 12 K steps, N = C = 1536.
     return [
         {"fn": _fp8_gemm_kernel, "signature": gemm, "constexprs": {"K": 768, "HAS_BIAS": True, **blocks}, **launch,
-         "variant": "patch_embed_fp8 bias bf16 (K=768, N=1536)", "mma_useful_fraction": 1.0},
+         "variant": "patch_embed_fp8 bias bf16 (K=768, N=1536)", "mma_useful_fraction": 1.0, "mma_operands": "e4m3"},
         {"fn": _fp8_sigma_gate_kernel, "signature": gate, "constexprs": {"C": 1536, **blocks}, **launch,
-         "variant": "sigma_gate_fp8 per-channel bf16 (K=3072, N=1536)", "mma_useful_fraction": 1.0},
+         "variant": "sigma_gate_fp8 per-channel bf16 (K=3072, N=1536)", "mma_useful_fraction": 1.0,
+         "mma_operands": "e4m3"},
     ]
 
 
@@ -175,7 +176,5 @@ def mma_instructions(arch: int) -> list[str]:
 
     if interpreting():
         raise RuntimeError("mma_instructions compiles for a GPU: run it without TRITON_INTERPRET=1")
-    spec = {key: value for key, value in compile_specs(f"sm_{arch}a")[0].items()
-            if key not in ("variant", "mma_useful_fraction")}
-    ptx = _sass.compile_for(**spec).asm["ptx"].splitlines()
+    ptx = _sass.compile_spec(compile_specs(f"sm_{arch}a")[0]).asm["ptx"].splitlines()
     return [line.strip() for line in ptx if "wgmma.mma_async" in line or "tcgen05.mma" in line]

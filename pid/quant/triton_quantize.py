@@ -14,7 +14,7 @@ where that last-place difference moves a value across a rounding boundary (tests
 the values, each by one step). Rows are read through strides as `pid_kernels.cuda._rows` views
 them (the modulation's broadcast views, never copied).
 
-Static compile (`compile_specs`, tests/pid/quant/test_fp8_static.py) at C = 1536, 4 warps:
+Static compile (`compile_specs`, benchmarks/STATIC.md) at C = 1536, 4 warps:
 memory-bound, no MMA, 0 spills, 88-104 registers on sm_90a and sm_100a with triton 3.9 and 3.6
 (4-5 programs per SM by registers). Never run on a GPU.
 """

@@ -48,8 +48,8 @@ and 3.9; bf16 and fp16, masked and unmasked keys alike unless noted):
   * sm_100a: tcgen05 issued from its own partition, the softmax in others; 12
     warps (16 for d72 on 3.6), 168 registers (128), no spills, 84 / 106 KB smem,
     one CTA per SM, TMA. DEFER_PV there: 504-664 B of spills, so not taken.
-  * sm_120: no warp specialization, mma.sync, 64-key steps; 171 / 150 registers (3.9),
-    no spills, 33 / 41 KB of the 99 KB smem.
+  * sm_120: no warp specialization, mma.sync, 64-key steps; 148-171 registers,
+    no spills on 3.9 (3.6: 160-169, 8 B spilled), 32 / 40 KiB of the 99 KiB smem.
 None of this is timed: no device run yet.
 
 Pointer kernel (`_attention_kernel`; float32, short sequences, unaligned head
@@ -94,8 +94,9 @@ MAX_HEAD_DIM = 128
 # Rows per program of the key pre-pass: memory-bound, small tiles keep many programs in flight.
 K_PROLOGUE_ROWS = 64
 LOG2_E = 1.4426950408889634
-# float32's three-pass tf32 dot holds split operands in registers and smem: smaller tiles, one stage
-# (ptxas, Triton 3.9: no spills in the sm90 loop, and within sm120's 99 KB of smem).
+# float32's three-pass tf32 dot holds split operands in registers and smem: smaller tiles, one stage.
+# Compiled (benchmarks/STATIC.md, Triton 3.6 / 3.9): d64 without spills on sm_90a only; d72 (padded to 128)
+# spills 800 / 744 B on sm_90a, 968 / 920 B on sm_100a (allowed in pid/bench/static.py: --dtype fp32 only).
 FLOAT32_TILE_CAPS = {"BLOCK_M": 64, "BLOCK_N": 32, "num_warps": 4, "num_stages": 1}
 
 
@@ -446,8 +447,8 @@ def mma_useful_fraction(head_dim: int, pipelined: bool) -> float:
     return head_dim / issued
 
 
-def _tuning(head_dim: int, dtype: torch.dtype) -> dict:
-    tuning = config("attention" if head_dim <= 64 else "attention_d128")
+def _tuning(head_dim: int, dtype: torch.dtype, arch: Optional[str] = None) -> dict:
+    tuning = config("attention" if head_dim <= 64 else "attention_d128", arch)
     if dtype == torch.float32:
         tuning = {key: min(value, FLOAT32_TILE_CAPS.get(key, value)) for key, value in tuning.items()}
     return tuning
@@ -474,47 +475,81 @@ def pipelined_launch(head_dim: int, arch: Optional[str] = None) -> tuple[dict, d
     return constexprs, dict(num_warps=tuning["num_warps"], num_stages=tuning["num_stages"])
 
 
-def pipelined_compile_spec(head_dim: int, dtype: torch.dtype, arch: str, mask_keys: bool = True) -> dict:
-    """Keyword arguments of pid_kernels.triton._sass.compile_for: the pipelined kernel as the launcher
-    launches it for this head dim and dtype on `arch` ("sm_90a", "sm_100a", "sm_120"); mask_keys: with a
-    caption key mask or a joint length that is not a multiple of BLOCK_N (v1's 300 + 16384 tokens)."""
-    element = {torch.bfloat16: "*bf16", torch.float16: "*fp16"}[dtype]
-    constexprs, launch = pipelined_launch(head_dim, arch.rstrip("a").replace("_", ""))
-    scalars = {"img_len": "i32", "txt_len": "i32", "num_heads": "i32", "qk_scale": "fp32", "key_bias": "*fp32"}
-    signature = {name: scalars.get(name, element) for name in _pipelined_attention_kernel.arg_names[:10]}
-    constexprs = {**constexprs, "MASK_KEYS": mask_keys, "HEAD_DIM": head_dim, "DOT_PRECISION": DOT_NATIVE.value}
-    return dict(fn=_pipelined_attention_kernel, signature=signature, constexprs=constexprs, arch=arch, **launch)
-
-
-def prepare_compile_spec(head_dim: int, dtype: torch.dtype, arch: str, text_rope: bool) -> dict:
-    """Keyword arguments of _sass.compile_for: the q/k/v pre-pass of the pipelined kernel as launched
-    (norm weights in the qkv dtype, float32 RoPE tables, RoPE on the image stream; text_rope: on the text too)."""
-    element = {torch.bfloat16: "*bf16", torch.float16: "*fp16"}[dtype]
-    # By the name after the stream prefix; the rest (qkv, norm weights, prepared buffers) in the qkv dtype.
-    kinds = {"cos": "*fp32", "sin": "*fp32", "len": "i32", "stride_b": "i32", "stride_l": "i32", "heads": "i32",
-             "eps": "fp32"}
-    signature = {name: kinds.get(name.split("_", 1)[-1], element)
-                 for name in _prepare_qkv_kernel.arg_names if not name.isupper()}
-    constexprs = dict(IMG_ROPE=True, TXT_ROPE=text_rope, PREPARE_QV=True, HEAD_DIM=head_dim,
-                      BLOCK_ROWS=K_PROLOGUE_ROWS, BLOCK_D=max(16, triton.next_power_of_2(head_dim)))
-    # Launched with Triton's default num_warps and num_stages.
-    return dict(fn=_prepare_qkv_kernel, signature=signature, constexprs=constexprs, arch=arch, num_warps=4,
-                num_stages=3)
-
-
 def compile_specs(arch: str) -> list[dict]:
-    """Every attention kernel variant launched at PiD's real shapes (bf16 and fp16): the MM-DiT blocks'
-    joint d64 attention (caption mask: masked keys), PiT's image-only d72 attention (1024 tokens at
-    v1's 32x32 patch grid: no masked keys), each behind its q/k/v pre-pass. Arguments of
-    _sass.compile_for plus variant, head_dim and (the attention) mma_useful_fraction."""
+    """pid_kernels.triton._sass specs of every kernel the launcher launches at the real shapes on `arch`
+    ("sm_90a", "sm_100a", "sm_120"): the MM-DiT attention (d64, 300 caption tokens with their key mask,
+    text RoPE) and the PiT attention (d72, image only) of each shape, in bf16 (the pre-pass and the
+    pipelined kernel) and float32 (the pre-pass and the pointer kernel on prepared keys)."""
+    from pid_kernels.triton import _sass
+
+    table = _sass.tuning_arch(arch)
     specs = []
-    for dtype, name in ((torch.bfloat16, "bf16"), (torch.float16, "fp16")):
-        for head_dim, mask_keys, what in ((64, True, "masked"), (72, False, "unmasked")):
-            spec = pipelined_compile_spec(head_dim, dtype, arch, mask_keys=mask_keys)
-            specs.append(dict(spec, variant=f"d{head_dim} {name} {what}", head_dim=head_dim,
-                              mma_useful_fraction=mma_useful_fraction(head_dim, pipelined=True)))
-            specs.append(dict(prepare_compile_spec(head_dim, dtype, arch, text_rope=mask_keys),
-                              variant=f"prepare d{head_dim} {name}", head_dim=head_dim))
+    for shape in _sass.pid_shapes():
+        cfg = shape.config
+        streams = {"MM-DiT": (cfg["hidden_size"], cfg["num_groups"], cfg["txt_max_length"], cfg["use_text_rope"]),
+                   "PiT": (cfg["pixel_attn_hidden_size"], cfg["pixel_num_groups"], 0, False)}
+        for stream, (width, heads, txt_len, txt_rope) in streams.items():
+            for dtype in (torch.bfloat16, torch.float32):
+                specs += _launched_specs(arch, table, f"{shape.label} {stream}", width // heads, 3 * width, txt_len,
+                                         shape.patch_tokens, txt_rope, dtype)
+    return _sass.merged(specs)
+
+
+def _launched_specs(arch, table, shapes, head_dim, qkv_width, txt_len, img_len, txt_rope, dtype) -> list[dict]:
+    """The launches of _fused_attention for one attention call, as compile specs (see compile_specs)."""
+    from pid_kernels.triton import _sass
+
+    element = {torch.bfloat16: "*bf16", torch.float32: "*fp32"}[dtype]
+    name = {torch.bfloat16: "bf16", torch.float32: "fp32"}[dtype]
+    tuning = _tuning(head_dim, dtype, table)
+    block_d = max(16, triton.next_power_of_2(head_dim))
+    query_tiles = triton.cdiv(txt_len, tuning["BLOCK_M"]) + triton.cdiv(img_len, tuning["BLOCK_M"])
+    k_prepared = query_tiles > tuning["FUSED_K_MAX_Q_TILES"]
+    pipelined = k_prepared and dtype != torch.float32 and head_dim * dtype.itemsize % 16 == 0
+    has_mask = txt_len > 0
+    # qkv [B, L, 3 * H * D] (B = 1: the batch strides are never read, as in a launch of B = 1).
+    ints, _, divisible = _sass.int_arguments(img_len=img_len, txt_len=txt_len, img_stride_b=img_len * qkv_width,
+                                             img_stride_l=qkv_width, txt_stride_b=txt_len * qkv_width,
+                                             txt_stride_l=qkv_width, num_heads=qkv_width // (3 * head_dim))
+    info = dict(arch=arch, shapes=shapes, head_dim=head_dim)
+    specs = []
+    if k_prepared:
+        scalars = {**ints, "eps": "fp32"}
+        names = _prepare_qkv_kernel.arg_names[:21]
+        specs.append(dict(
+            fn=_prepare_qkv_kernel, signature={arg: scalars.get(arg, element) for arg in names},
+            constexprs=dict(IMG_ROPE=True, TXT_ROPE=txt_rope, PREPARE_QV=pipelined, HEAD_DIM=head_dim,
+                            BLOCK_ROWS=K_PROLOGUE_ROWS, BLOCK_D=block_d),
+            num_warps=4, num_stages=3,  # Triton's defaults: the launch sets neither
+            divisible=divisible,
+            variant=f"d{head_dim} {name} {'q k v' if pipelined else 'k'}", **info,
+        ))
+    if pipelined:
+        constexprs, launch = pipelined_launch(head_dim, table)
+        mask_keys = has_mask or (txt_len + img_len) % constexprs["BLOCK_N"] != 0
+        scalars = {**ints, "qk_scale": "fp32", "key_bias": "*fp32"}
+        signature = {arg: scalars.get(arg, element) for arg in _pipelined_attention_kernel.arg_names[:10]}
+        constexprs = {**constexprs, "MASK_KEYS": mask_keys, "HEAD_DIM": head_dim,
+                      "DOT_PRECISION": dot_precision(dtype)}
+        specs.append(dict(
+            fn=_pipelined_attention_kernel, signature=signature, constexprs=constexprs, **launch,
+            divisible=tuple(name for name in divisible if name in signature),
+            variant=f"d{head_dim} {name}{' masked' if mask_keys else ''}",
+            mma_useful_fraction=mma_useful_fraction(head_dim, pipelined=True), **info,
+        ))
+        return specs
+    scalars = {**ints, "eps": "fp32", "qk_scale": "fp32", "txt_keep": "*u8"}
+    signature = {arg: scalars.get(arg, element) for arg in _attention_kernel.arg_names[:23]}
+    constexprs = dict(IMG_ROPE=True, TXT_ROPE=txt_rope, HAS_KEY_MASK=has_mask, K_PREPARED=k_prepared,
+                      HEAD_DIM=head_dim, BLOCK_M=tuning["BLOCK_M"], BLOCK_N=tuning["BLOCK_N"], BLOCK_D=block_d,
+                      DOT_PRECISION=dot_precision(dtype, float32=DOT_TF32X3))
+    specs.append(dict(
+        fn=_attention_kernel, signature=signature, constexprs=constexprs,
+        num_warps=tuning["num_warps"], num_stages=tuning["num_stages"] if k_prepared else 1,
+        divisible=divisible,
+        variant=f"d{head_dim} {name}{' masked' if has_mask else ''}{'' if k_prepared else ' fused k'}",
+        mma_useful_fraction=mma_useful_fraction(head_dim, pipelined=False), **info,
+    ))
     return specs
 
 

@@ -97,4 +97,31 @@ def supports(image, weight, bias, patch_size) -> list[str]:
     return reasons
 
 
+def compile_specs(arch: str) -> list[dict]:
+    """pid_kernels.triton._sass specs: the kernel as launched in bf16 on `arch` for the [1, 3, H, W] image of
+    each real shape (the network's x_t, contiguous)."""
+    from pid_kernels.triton import _sass
+
+    tuning = config("patch_embed", _sass.tuning_arch(arch))
+    block_k = gemm_block_k(tuning, torch.bfloat16)
+    specs = []
+    for shape in _sass.pid_shapes():
+        (height, width), patch, channels = shape.image_hw, shape.config["patch_size"], shape.config["hidden_size"]
+        k = RGB.value * patch * patch
+        ints, unit, divisible = _sass.int_arguments(
+            M=shape.patch_tokens, N=channels, tokens=shape.patch_tokens, grid_w=width // patch,
+            stride_batch=RGB.value * height * width, stride_channel=height * width, stride_row=width, stride_col=1,
+            stride_w_out=k, stride_w_in=1,
+        )
+        specs.append(dict(
+            fn=_patch_embed_kernel, signature={"image_ptr": "*bf16", "w_ptr": "*bf16", "bias_ptr": "*bf16",
+                                               "out_ptr": "*bf16", **ints},
+            constexprs=dict(PATCH=patch, BLOCK_M=tuning["BLOCK_M"], BLOCK_N=tuning["BLOCK_N"], BLOCK_K=block_k,
+                            DOT_PRECISION=dot_precision(torch.bfloat16), **unit),
+            arch=arch, num_warps=tuning["num_warps"], num_stages=tuning["num_stages"], divisible=divisible,
+            variant=f"bf16 P{patch}", shapes=shape.label, mma_useful_fraction=k / (triton.cdiv(k, block_k) * block_k),
+        ))
+    return _sass.merged(specs)
+
+
 register(KernelOp("patch_embed", "patch_embed", "triton", patch_embed, supports))

@@ -166,14 +166,13 @@ def _pit_pixel_mlp_fake(pixels, *weights_and_modulation):
     return torch.empty_like(pixels)
 
 
-ARCH_TABLES = {"sm_90a": "sm90", "sm_100a": "sm100", "sm_120": "sm120"}
-
-
 def compile_specs(arch: str) -> list[dict]:
     """Keyword arguments of pid_kernels.triton._sass.compile_for (plus "variant") for the kernel as
     launched on `arch` ("sm_90a", "sm_100a", "sm_120") at PiD's shapes (bf16 and fp16, the table's
     BLOCK_P and num_warps, the modulation's 96-element pixel stride)."""
-    tuning = config(NAME, ARCH_TABLES[arch])
+    from pid_kernels.triton import _sass
+
+    tuning = config(NAME, _sass.tuning_arch(arch))
     specs = []
     for dtype, element in ((torch.bfloat16, "*bf16"), (torch.float16, "*fp16")):
         signature = {name: element for name in ("x_ptr", "shift_ptr", "scale_ptr", "gate_ptr", "out_ptr", "norm_w_ptr",

@@ -96,4 +96,28 @@ def supports(image, weight, bias, position_table, patch_size) -> list[str]:
     return reasons
 
 
+def compile_specs(arch: str) -> list[dict]:
+    """pid_kernels.triton._sass specs: the kernel as launched in bf16 on `arch` for each real shape (a
+    contiguous [1, 3, H, W] image, weight [Dp, 3], position table [H*W, Dp])."""
+    from pid_kernels.triton import _sass
+
+    tuning = config("pixel_embed", _sass.tuning_arch(arch))
+    specs = []
+    for shape in _sass.pid_shapes():
+        (height, width), patch, dim = shape.image_hw, shape.config["patch_size"], shape.config["pixel_hidden_size"]
+        ints, unit, divisible = _sass.int_arguments(
+            total_rows=height * width, tokens=shape.patch_tokens, grid_w=width // patch, width=width, dim=dim,
+            stride_batch=RGB.value * height * width, stride_channel=height * width, stride_row=width, stride_col=1,
+            stride_w_out=RGB.value, stride_w_in=1, stride_position=dim, stride_position_dim=1,
+        )
+        specs.append(dict(
+            fn=_pixel_embed_kernel, signature={**{name: "*bf16" for name in _pixel_embed_kernel.arg_names[:5]}, **ints},
+            constexprs=dict(PATCH=patch, BLOCK_ROWS=tuning["BLOCK_ROWS"], BLOCK_D=triton.next_power_of_2(dim), **unit),
+            # Memory-bound: it needs warps in flight (compiled: <= 128 registers, 4 CTAs = 16 warps per SM).
+            arch=arch, num_warps=tuning["num_warps"], num_stages=3, divisible=divisible, ctas_per_sm=4,
+            variant=f"bf16 P{patch} Dp{dim}", shapes=shape.label,
+        ))
+    return _sass.merged(specs)
+
+
 register(KernelOp("pixel_embed", "pixel_embed", "triton", pixel_embed, supports))

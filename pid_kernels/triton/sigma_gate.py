@@ -190,4 +190,41 @@ def supports(x, lq, weight, bias, log_alpha, sigma) -> list[str]:
     return reasons
 
 
+def compile_specs(arch: str) -> list[dict]:
+    """pid_kernels.triton._sass specs: the gate of each real shape in bf16 as `_launch` launches it on `arch`:
+    v1's per-token-per-dim gate (the tiled GEMM), v1.5's per-token one (the GEMV); x, lq [1, Li, C]."""
+    from pid_kernels.triton import _sass
+
+    tuning = config("sigma_gate", _sass.tuning_arch(arch))
+    specs = []
+    for shape in _sass.pid_shapes():
+        width, rows = shape.config["hidden_size"], shape.patch_tokens
+        strides = dict(stride_x_batch=rows * width, stride_x_token=width, stride_x_channel=1,
+                       stride_lq_batch=rows * width, stride_lq_token=width, stride_lq_channel=1)
+        pointers = {name: "*bf16" for name in _sigma_gate_tiled_kernel.arg_names[:7]}
+        if shape.config["lq_gate_type"] == "sigma_aware_per_token":
+            block_c = triton.next_power_of_2(width)
+            ints, unit, divisible = _sass.int_arguments(M=rows, tokens=rows, C=width, **strides, stride_w_in=1,
+                                                        stride_sigma=1)
+            specs.append(dict(
+                fn=_sigma_gate_per_token_kernel, signature={**pointers, **ints},
+                constexprs=dict(BLOCK_M=max(1, tuning["ROW_ELEMENTS"] // block_c), BLOCK_C=block_c, **unit),
+                arch=arch, num_warps=tuning["per_token_warps"], num_stages=3, divisible=divisible,
+                variant="bf16 per token", shapes=shape.label,
+            ))
+            continue
+        block_k = gemm_block_k(tuning, torch.bfloat16)
+        ints, unit, divisible = _sass.int_arguments(M=rows, tokens=rows, C=width, **strides, stride_w_out=2 * width,
+                                                    stride_w_in=1, stride_sigma=1)
+        specs.append(dict(
+            fn=_sigma_gate_tiled_kernel, signature={**pointers, **ints},
+            constexprs=dict(BLOCK_M=tuning["BLOCK_M"], BLOCK_N=tuning["BLOCK_N"], BLOCK_K=block_k,
+                            DOT_PRECISION=dot_precision(torch.bfloat16), **unit),
+            arch=arch, num_warps=tuning["num_warps"], num_stages=tuning["num_stages"], divisible=divisible,
+            variant="bf16 per token and channel", shapes=shape.label,
+            mma_useful_fraction=width / (triton.cdiv(width, block_k) * block_k),
+        ))
+    return _sass.merged(specs)
+
+
 register(KernelOp("sigma_gate", "sigma_gate", "triton", sigma_gate, supports))

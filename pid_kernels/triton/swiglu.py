@@ -85,17 +85,31 @@ def _(x, w1, w3):
     return x.new_empty(*x.shape[:-1], w1.shape[0])
 
 
-def compile_spec(dtype: torch.dtype, arch: str) -> dict:
-    """Keyword arguments of pid_kernels.triton._sass.compile_for: the kernel as launched for a 16-bit
-    `dtype` on `arch` ("sm_90a", "sm_100a", "sm_120") with that arch's tuning table."""
-    element = {torch.bfloat16: "*bf16", torch.float16: "*fp16"}[dtype]
-    tuning = config(NAME, arch.rstrip("a").replace("_", ""))
-    signature = {"x_ptr": element, "w1_ptr": element, "w3_ptr": element, "out_ptr": element,
-                 "M": "i32", "N": "i32", "K": "i32", "stride_x": "i32"}
-    constexprs = {"BLOCK_M": tuning["BLOCK_M"], "BLOCK_N": tuning["BLOCK_N"], "BLOCK_K": _block_k(tuning, dtype),
-                  "EXACT_DOT": False}
-    return dict(fn=_swiglu_kernel, signature=signature, constexprs=constexprs, arch=arch,
-                num_warps=tuning["num_warps"], num_stages=tuning["num_stages"])
+def compile_specs(arch: str) -> list[dict]:
+    """pid_kernels.triton._sass specs: the kernel as launched in bf16 (PiD's GPU dtype) with `arch`'s tuning
+    table for the MM-DiT MLPs (image tokens and the 300 caption tokens) of every real shape."""
+    from pid.model.blocks import SwiGLU
+    from pid_kernels.triton import _sass
+
+    tuning = config(NAME, _sass.tuning_arch(arch))
+    block_k = _block_k(tuning, torch.bfloat16)
+    specs = []
+    for shape in _sass.pid_shapes():
+        width = shape.config["hidden_size"]
+        with torch.device("meta"):
+            hidden = SwiGLU(width, 4 * width).w1.weight.shape[0]  # as blocks.MMDiTBlock builds it
+        for rows in (shape.patch_tokens, shape.config["txt_max_length"]):
+            ints, unit, divisible = _sass.int_arguments(M=rows, N=hidden, K=width, stride_x=width)
+            signature = {"x_ptr": "*bf16", "w1_ptr": "*bf16", "w3_ptr": "*bf16", "out_ptr": "*bf16", **ints}
+            constexprs = {"BLOCK_M": tuning["BLOCK_M"], "BLOCK_N": tuning["BLOCK_N"], "BLOCK_K": block_k,
+                          "EXACT_DOT": False, **unit}
+            specs.append(dict(
+                fn=_swiglu_kernel, signature=signature, constexprs=constexprs, arch=arch,
+                num_warps=tuning["num_warps"], num_stages=tuning["num_stages"], divisible=divisible,
+                variant="bf16 M aligned" if rows % 16 == 0 else "bf16 M ragged", shapes=shape.label,
+                mma_useful_fraction=width / (triton.cdiv(width, block_k) * block_k),
+            ))
+    return _sass.merged(specs)
 
 
 def supports(x: torch.Tensor, w1: torch.Tensor, w3: torch.Tensor) -> list[str]:

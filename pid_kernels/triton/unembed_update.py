@@ -143,4 +143,32 @@ def supports(pixels, norm_weight, weight, bias, image_hw, patch_size, x_t, t, t_
     return reasons
 
 
+def compile_specs(arch: str) -> list[dict]:
+    """pid_kernels.triton._sass specs: the kernel as launched on `arch` for each real shape, with noise
+    (every step but the last) and without (the last step); pixels [Li, P*P, Dp] contiguous."""
+    from pid_kernels.triton import _sass
+
+    tuning = config("unembed_update", _sass.tuning_arch(arch))
+    specs = []
+    for shape in _sass.pid_shapes():
+        (height, width), patch, dim = shape.image_hw, shape.config["patch_size"], shape.config["pixel_hidden_size"]
+        ints, unit, divisible = _sass.int_arguments(
+            total_rows=height * width, tokens=shape.patch_tokens, grid_w=width // patch, height=height, width=width,
+            dim=dim, stride_token=patch * patch * dim, stride_pixel=dim, stride_dim=1, stride_w_out=dim, stride_w_in=1,
+        )
+        # The network's weights and pixel tokens in bf16; the sampler's x_t, t, noise and out in float32.
+        signature = {**{name: "*bf16" for name in _unembed_update_kernel.arg_names[:4]},
+                     **{name: "*fp32" for name in _unembed_update_kernel.arg_names[4:9]}, **ints, "eps": "fp32"}
+        for has_noise in (True, False):
+            specs.append(dict(
+                fn=_unembed_update_kernel, signature=signature,
+                constexprs=dict(PATCH=patch, BLOCK_ROWS=tuning["BLOCK_ROWS"], BLOCK_D=triton.next_power_of_2(dim),
+                                HAS_NOISE=has_noise, **unit),
+                # Memory-bound: it needs warps in flight (compiled: <= 128 registers, 4 CTAs = 16 warps per SM).
+            arch=arch, num_warps=tuning["num_warps"], num_stages=3, divisible=divisible, ctas_per_sm=4,
+                variant=f"P{patch} Dp{dim}{' noise' if has_noise else ' last step'}", shapes=shape.label,
+            ))
+    return _sass.merged(specs)
+
+
 register(KernelOp("unembed_update", "unembed_update", "triton", fused, supports))

@@ -4,9 +4,11 @@ One dict per op, named after the op in upper case. Each op module documents its 
 """
 
 # attention, pointer kernel (float32, short sequences, unaligned head dims; bf16 long sequences take ATTENTION_PIPELINED).
-# head_dim <= 64: compiled (bf16, prepared keys; 3.9 / 3.6): 245 / 254 regs, no spills, 97 KB smem, 1 CTA per SM, tcgen05.
+# At PiD's shapes only float32 takes it (tiles capped by FLOAT32_TILE_CAPS); bf16 only below FUSED_K_MAX_Q_TILES.
+# head_dim <= 64, float32, compiled (Triton 3.6 / 3.9, benchmarks/STATIC.md): 255 regs, 48 / 72 B spills, 16 KiB smem,
+# 2 CTAs per SM, tcgen05 (tf32).
 ATTENTION = {"BLOCK_M": 128, "BLOCK_N": 128, "num_warps": 8, "num_stages": 3, "FUSED_K_MAX_Q_TILES": 2}
-# 64 < head_dim <= 128 (72 padded to 128): compiled (bf16, prepared keys; 3.9 / 3.6): 250 / 254 regs, no spills, 113 KB smem.
+# 64 < head_dim <= 128 (72 padded to 128), float32: 255 regs, 968 / 920 B spills, 32 KiB smem, 2 CTAs per SM.
 ATTENTION_D128 = {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 8, "num_stages": 3, "FUSED_K_MAX_Q_TILES": 2}
 
 # attention, long sequences in bf16/fp16 (_pipelined_attention_kernel: prepared q/k/v read by TMA, one
@@ -28,8 +30,8 @@ PATCH_EMBED = {"BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 64, "num_warps": 8, "n
 PIXEL_EMBED = {"BLOCK_ROWS": 512, "num_warps": 4}
 # Reasoned, not measured: memory-bound like Hopper.
 UNEMBED_UPDATE = {"BLOCK_ROWS": 512, "num_warps": 4}
-# swiglu: Hopper's tile (128 rows fit tcgen05's MMA): compiled (3.6, 3.9; bf16) 209 registers, no spills
-# (64-wide K: 144 B), 48 KB smem, tcgen05, 1 CTA per SM. Not timed.
+# swiglu: Hopper's tile (128 rows fit tcgen05's MMA): compiled (3.6 / 3.9; bf16) 176 / 173 registers, no spills,
+# 72 KiB smem, tcgen05, 1 CTA per SM. Not timed.
 SWIGLU = {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 32, "num_warps": 8, "num_stages": 3}
 # pit_pixel_mlp: as Hopper. Compiled (bf16/fp16; 3.9 / 3.6): tcgen05, 128 / 163 regs, no spills, 8 KB smem. Not timed.
 PIT_PIXEL_MLP = {"backend": "triton", "BLOCK_P": 128, "num_warps": 4, "measured": "no"}

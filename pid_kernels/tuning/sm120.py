@@ -4,9 +4,11 @@ One dict per op, named after the op in upper case. Each op module documents its 
 """
 
 # attention, pointer kernel (float32, short sequences, unaligned head dims; bf16 long sequences take ATTENTION_PIPELINED).
-# head_dim <= 64: mma.sync on 128x64 tiles; compiled (bf16, prepared keys; 3.9 / 3.6): 255 regs, 0 / 72 B spills, 32 KB smem.
+# At PiD's shapes only float32 takes it (tiles capped by FLOAT32_TILE_CAPS); bf16 only below FUSED_K_MAX_Q_TILES.
+# head_dim <= 64, float32, compiled (Triton 3.6 / 3.9, benchmarks/STATIC.md): 255 regs, 184 B spills, 40 KiB smem,
+# 2 CTAs per SM, mma.sync (tf32).
 ATTENTION = {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 8, "num_stages": 2, "FUSED_K_MAX_Q_TILES": 2}
-# 64 < head_dim <= 128 (72 padded to 128): compiled (bf16, prepared keys; 3.9 / 3.6): 255 regs, 424 / 480 B spills, 64 KB smem.
+# 64 < head_dim <= 128 (72 padded to 128), float32: 255 regs, 3184 / 3208 B spills, 80 KiB smem, 1 CTA per SM.
 ATTENTION_D128 = {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 8, "num_stages": 2, "FUSED_K_MAX_Q_TILES": 2}
 
 # attention, long sequences in bf16/fp16 (_pipelined_attention_kernel: prepared q/k/v read by TMA, one
@@ -29,8 +31,8 @@ PATCH_EMBED = {"BLOCK_M": 128, "BLOCK_N": 128, "BLOCK_K": 32, "num_warps": 8, "n
 PIXEL_EMBED = {"BLOCK_ROWS": 512, "num_warps": 4}
 # Reasoned, not measured: memory-bound; same per-thread work as Hopper.
 UNEMBED_UPDATE = {"BLOCK_ROWS": 512, "num_warps": 4}
-# swiglu: mma.sync on 128x64 tiles (128x128 spills 32 B): compiled (bf16) 204 registers on 3.9, 189 on 3.6, no spills,
-# 16 KB of the 99 KB smem. Not timed.
+# swiglu: mma.sync on 128x64 tiles (128x128 spilled 32 B in an earlier compile): compiled (bf16) 153 registers on 3.9,
+# 152 on 3.6, no spills, 16 KiB of the 99 KiB smem, 1 CTA per SM. Not timed.
 SWIGLU = {"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 32, "num_warps": 8, "num_stages": 2}
 # pit_pixel_mlp: as Hopper. Compiled (bf16/fp16; 3.9 / 3.6): mma.sync m16n8k16, 174 / 172 regs, no spills, 8 KB smem.
 # Not timed.
