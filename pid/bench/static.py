@@ -57,11 +57,19 @@ ALLOWED: dict[tuple[str, str, str, str], str] = {
 }
 
 
+def _own_kernels(module) -> list[str]:
+    """The @triton.jit functions `module` defines itself (compiled or, under TRITON_INTERPRET, interpreted)."""
+    return [name for name, value in vars(module).items()
+            if hasattr(value, "arg_names") and getattr(getattr(value, "fn", None), "__module__", None) == module.__name__]
+
+
 def triton_modules() -> list[str]:
-    """Every Triton op module: pid_kernels/triton/<op>.py and pid/quant/triton_*.py."""
+    """Every module that defines Triton kernels: pid_kernels/triton/<op>.py and pid/quant/triton_*.py (an op
+    module that only registers kernels another module defines, as the *_fp8 ops do, has none of its own)."""
     ops = [f"pid_kernels.triton.{info.name}" for info in pkgutil.iter_modules([str(ROOT / "pid_kernels" / "triton")])
            if not info.name.startswith("_")]
-    return ops + [f"pid.quant.{path.stem}" for path in sorted((ROOT / "pid" / "quant").glob("triton_*.py"))]
+    candidates = ops + [f"pid.quant.{path.stem}" for path in sorted((ROOT / "pid" / "quant").glob("triton_*.py"))]
+    return [name for name in candidates if _own_kernels(importlib.import_module(name))]
 
 
 def _yes(value) -> str:
@@ -248,14 +256,6 @@ def _progress(result) -> str:
             f"spilled, {result['smem_bytes']} B smem, {result['mma']}, {result['ctas_per_sm']} CTA/SM")
 
 
-def _own_kernels(module) -> list[str]:
-    """The @triton.jit functions `module` defines itself."""
-    import triton
-
-    return [name for name, value in vars(module).items()
-            if isinstance(value, triton.runtime.JITFunction) and value.fn.__module__ == module.__name__]
-
-
 def run(arches: list[str], out: Path, md: Path, cuda: bool, jobs: int) -> int:
     import triton
 
@@ -264,8 +264,6 @@ def run(arches: list[str], out: Path, md: Path, cuda: bool, jobs: int) -> int:
     for module in triton_modules():
         imported = importlib.import_module(module)
         if not hasattr(imported, "compile_specs"):
-            if not _own_kernels(imported):
-                continue  # a registration of kernels another module compiles (the *_fp8 ops: pid.quant)
             print(f"{module}: FAIL: no compile_specs", file=sys.stderr)
             return 1
         work += [(_compile_triton, (module, arch, index))

@@ -162,10 +162,11 @@ def compile_specs(arch: str) -> list[dict]:
     # 2048² v1: 16384 patch tokens (whole tiles); patch embed K = 768 = 12 K steps, N = C = 1536.
     return [
         {"fn": _fp8_gemm_kernel, "signature": gemm, "constexprs": {"K": 768, "HAS_BIAS": True, **blocks}, **launch,
-         "variant": "patch_embed_fp8 bias bf16 (K=768, N=1536)", "mma_useful_fraction": 1.0, "mma_operands": "e4m3"},
+         "variant": "patch_embed_fp8 bias bf16 (K=768, N=1536)", "mma_useful_fraction": 1.0, "mma_operands": "e4m3",
+         "shapes": "v1 2048² patch embed"},
         {"fn": _fp8_sigma_gate_kernel, "signature": gate, "constexprs": {"C": 1536, **blocks}, **launch,
          "variant": "sigma_gate_fp8 per-channel bf16 (K=3072, N=1536)", "mma_useful_fraction": 1.0,
-         "mma_operands": "e4m3"},
+         "mma_operands": "e4m3", "shapes": "v1 2048² sigma gate"},
     ]
 
 

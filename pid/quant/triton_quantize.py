@@ -126,6 +126,6 @@ def compile_specs(arch: str) -> list[dict]:
     return [
         {"fn": _modulate_fp8_kernel, "signature": signature, "arch": arch, "num_warps": NUM_WARPS, "num_stages": 1,
          "constexprs": {"RESIDUAL": residual, "BLOCK_C": triton.next_power_of_2(width), "INTERPRETED": False},
-         "variant": f"{label} C={width} bf16 -> e4m3"}
+         "variant": f"{label} C={width} bf16 -> e4m3", "shapes": "v1 MM-DiT rows"}
         for residual, label in ((False, "rmsnorm_modulate_fp8"), (True, "gated_residual_rmsnorm_modulate_fp8"))
     ]

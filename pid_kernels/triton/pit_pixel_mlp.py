@@ -184,7 +184,8 @@ def compile_specs(arch: str) -> list[dict]:
                       "BLOCK_P": tuning["BLOCK_P"], "DOT_PRECISION": dot_precision(dtype)}
         specs.append(dict(fn=_pit_pixel_mlp_kernel, signature=signature, constexprs=constexprs, arch=arch,
                           num_warps=tuning["num_warps"], num_stages=NUM_STAGES,
-                          variant=f"Dp16 {str(dtype).removeprefix('torch.')}"))
+                          variant=f"Dp16 {str(dtype).removeprefix('torch.')}",
+                          shapes="every PiT shape (one launch per 128 pixels)"))
     return specs
 
 
