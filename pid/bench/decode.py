@@ -496,6 +496,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tmp-dir", help="where the official runner's weights file is written (default: system temp)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: the reduced CPU network at 128², batch 1, no warm-up, 1 timed run of (a) and (c)")
+    from pid.bench import memory_report
+
+    memory_report.add_arguments(parser)
 
 
 def settings_from_args(args, command: str) -> BenchSettings:
@@ -552,7 +555,12 @@ def main(argv=None, prog: str = "pid bench", out_dir: Optional[Path] = None) -> 
     if out_dir is not None:
         parser.set_defaults(out_dir=Path(out_dir))
     argv = list(sys.argv[1:] if argv is None else argv)
-    run(settings_from_args(parser.parse_args(argv), " ".join([prog, *argv])))
+    args, command = parser.parse_args(argv), " ".join([prog, *argv])
+    if args.memory:
+        from pid.bench import memory_report
+
+        return memory_report.run(args, command)
+    run(settings_from_args(args, command))
     return 0
 
 
