@@ -71,7 +71,8 @@ def rmsnorm_modulate(
 @seam
 def swiglu(x: torch.Tensor, w1: torch.Tensor, w3: torch.Tensor) -> torch.Tensor:
     """The SwiGLU hidden layer silu(x w1^T) * (x w3^T): x [..., C], w1/w3 [H, C] -> [..., H]."""
-    return F.silu(F.linear(x, w1)) * F.linear(x, w3)
+    hidden = F.silu(F.linear(x, w1), inplace=True)  # in place: two [..., H] buffers live, not four
+    return hidden.mul_(F.linear(x, w3))
 
 
 @seam
@@ -124,6 +125,17 @@ def sigma_gate_split(
     x + sigmoid(x W_x^T + lq_logit) * lq, where lq_logit = lq W_lq^T + b - exp(log_alpha) * sigma
     [B, Li, N] float32 (see `pid.model.lq_adapter.SigmaGate.lq_logit`) and W_x = W[:, :C]."""
     return (x + torch.sigmoid(F.linear(x, weight_x) + lq_logit) * lq).to(x.dtype)
+
+
+# Pixels per chunk of the per-pixel work (PiT adaLN, compress, expand, MLP; the final layer):
+# whole patches, so its transient tensors stay near 75 MiB in bf16 whatever the image size.
+PIXEL_CHUNK = 1 << 17
+
+
+def pixel_chunks(tokens: int, pixels_per_patch: int) -> list[slice]:
+    """Row slices of [tokens, P2, ...] holding PIXEL_CHUNK pixels each (the last one fewer)."""
+    step = max(1, PIXEL_CHUNK // pixels_per_patch)
+    return [slice(start, min(start + step, tokens)) for start in range(0, tokens, step)]
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -226,10 +238,15 @@ def pixels_to_image(
     image_hw: tuple[int, int],
     patch_size: int,
 ) -> torch.Tensor:
-    """Final layer + un-patchify: RMSNorm, linear Dp -> 3, [B*Li, P2, Dp] -> [B, 3, H, W]."""
+    """Final layer + un-patchify: RMSNorm, linear Dp -> 3, [B*Li, P2, Dp] -> [B, 3, H, W].
+
+    A chunk of patches at a time, so the float32 statistics never copy the whole image's pixels."""
     height, width = image_hw
     grid_h, grid_w = height // patch_size, width // patch_size
-    rgb = F.linear(rms_norm.reference(pixels, norm_weight), weight, bias)
+    chunks = [F.linear(rms_norm.reference(pixels[rows], norm_weight), weight, bias)
+              for rows in pixel_chunks(pixels.shape[0], pixels.shape[1])]
+    rgb = torch.cat(chunks) if len(chunks) > 1 else chunks[0]
+    del chunks
     rgb = rgb.view(-1, grid_h, grid_w, patch_size, patch_size, rgb.shape[-1]).permute(0, 5, 1, 3, 2, 4)
     return rgb.reshape(rgb.shape[0], rgb.shape[1], height, width)
 
@@ -274,7 +291,8 @@ def sampler_update(
 
     t, t_next: 0-dim float32 tensors (fractions in [0, 1]).
     """
-    x0 = (x_t.double() - t.double() * velocity.double()).to(x_t.dtype)
+    # In place on the float64 copies: two image-sized float64 buffers live, not four.
+    x0 = x_t.to(torch.float64, copy=True).sub_(velocity.to(torch.float64, copy=True).mul_(t.double())).to(x_t.dtype)
     if noise is None:
         return x0
     return (1.0 - t_next) * x0 + t_next * noise
