@@ -1,4 +1,5 @@
-"""Times NVIDIA's official PiD network in its own process, for `pid bench` paths (e) and (f).
+"""Times NVIDIA's official PiD network in its own process, for `pid bench` paths (e) and (f);
+with --memory, traces its peak memory on the meta device instead (`pid bench --memory`).
 
 A standalone script, never imported by our package: the official code's package
 is also named `pid`, so this process drops our checkout from sys.path, puts the
