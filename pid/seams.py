@@ -133,7 +133,7 @@ PIXEL_CHUNK = 1 << 17
 
 
 def pixel_chunks(tokens: int, pixels_per_patch: int) -> list[slice]:
-    """Row slices of [tokens, P2, ...] holding PIXEL_CHUNK pixels each (the last one fewer)."""
+    """Slices of an image's `tokens` patches holding PIXEL_CHUNK pixels each (the last one fewer)."""
     step = max(1, PIXEL_CHUNK // pixels_per_patch)
     return [slice(start, min(start + step, tokens)) for start in range(0, tokens, step)]
 
@@ -261,9 +261,10 @@ def pixels_to_image(
     A chunk of patches at a time, so the float32 statistics never copy the whole image's pixels."""
     height, width = image_hw
     grid_h, grid_w = height // patch_size, width // patch_size
-    chunks = [F.linear(rms_norm.reference(pixels[rows], norm_weight), weight, bias)
-              for rows in pixel_chunks(pixels.shape[0], pixels.shape[1])]
-    rgb = torch.cat(chunks) if len(chunks) > 1 else chunks[0]
+    per_image = pixels.view(-1, grid_h * grid_w, *pixels.shape[1:])  # chunks of each image's patches
+    chunks = [F.linear(rms_norm.reference(per_image[:, rows], norm_weight), weight, bias)
+              for rows in pixel_chunks(grid_h * grid_w, pixels.shape[1])]
+    rgb = torch.cat(chunks, dim=1) if len(chunks) > 1 else chunks[0]
     del chunks
     rgb = rgb.view(-1, grid_h, grid_w, patch_size, patch_size, rgb.shape[-1]).permute(0, 5, 1, 3, 2, 4)
     return rgb.reshape(rgb.shape[0], rgb.shape[1], height, width)

@@ -183,7 +183,7 @@ class PiTBlock(nn.Module):
         )
 
     def _modulation(self, first: int, count: int):
-        """condition rows [c, C] -> adaLN vectors first..first+count-1 of each pixel, [c, P2, count*Dp].
+        """condition [..., C] -> adaLN vectors first..first+count-1 of each pixel, [..., P2, count*Dp].
 
         The per-pixel modulation of a whole image is the largest tensor of a decode (768 MiB at
         2048² in bf16); computing it a chunk and a few vectors at a time keeps it small. A plain
@@ -192,41 +192,44 @@ class PiTBlock(nn.Module):
         linear = self.adaLN_modulation[0]
         per_pixel = self.pixel_dim * count
         if type(linear) is not nn.Linear:
-            return lambda condition: linear(condition).view(condition.shape[0], self.pixels_per_patch, -1)[
+            return lambda condition: linear(condition).unflatten(-1, (self.pixels_per_patch, -1))[
                 ..., first * self.pixel_dim : first * self.pixel_dim + per_pixel
             ]
         rows = (self.pixels_per_patch, MODULATION_CHUNKS, self.pixel_dim)
         weight = linear.weight.view(*rows, -1)[:, first : first + count].reshape(-1, linear.weight.shape[-1])
         bias = linear.bias.view(rows)[:, first : first + count].reshape(-1)
-        return lambda condition: F.linear(condition, weight, bias).view(condition.shape[0], self.pixels_per_patch, per_pixel)
+        return lambda condition: F.linear(condition, weight, bias).unflatten(-1, (self.pixels_per_patch, per_pixel))
 
     def forward(self, pixels: torch.Tensor, patch_condition: torch.Tensor, batch: int, rope) -> torch.Tensor:
         """pixels [B*Li, P2, Dp], patch_condition [B*Li, C] -> pixels (the input, updated in place).
 
-        Chunked over patches: the attention prologue (adaLN + compress) fills the compressed
-        tokens chunk by chunk, then the epilogue (expand, gated residual, MLP) writes each chunk
-        of pixels back, so no per-pixel intermediate of the whole image exists at once."""
-        tokens = pixels.shape[0]
-        chunks = seams.pixel_chunks(tokens, self.pixels_per_patch)
+        Chunked over each image's patches (the same chunk of every image at once, so the loop
+        does not depend on the batch, which may be a dynamic dimension under torch.export): the
+        attention prologue (adaLN + compress) fills the compressed tokens chunk by chunk, then the
+        epilogue (expand, gated residual, MLP) writes each chunk of pixels back, so no per-pixel
+        intermediate of the whole image exists at once."""
+        per_image = pixels.view(batch, -1, *pixels.shape[1:])  # [B, Li, P2, Dp]
+        condition = patch_condition.view(batch, -1, patch_condition.shape[-1])  # [B, Li, C]
+        chunks = seams.pixel_chunks(per_image.shape[1], self.pixels_per_patch)
         attention_modulation = self._modulation(0, 2)
         compressed = []
         for rows in chunks:
-            shift_a, scale_a = attention_modulation(patch_condition[rows]).chunk(2, dim=-1)
-            attn_in = seams.rmsnorm_modulate(pixels[rows], self.norm1.weight, shift_a, scale_a)
-            compressed.append(self.compress_to_attn(attn_in.reshape(attn_in.shape[0], -1)))
-            del shift_a, scale_a, attn_in
+            shift_a, scale_a = attention_modulation(condition[:, rows]).chunk(2, dim=-1)
+            attn_in = seams.rmsnorm_modulate(per_image[:, rows], self.norm1.weight, shift_a, scale_a)
+            compressed.append(self.compress_to_attn(attn_in.flatten(2)))
+            del shift_a, scale_a, attn_in  # before the next chunk's, not after
         del attention_modulation
-        compressed = torch.cat(compressed) if len(compressed) > 1 else compressed[0]
-        attended = self.attn(compressed.view(batch, tokens // batch, -1), rope).view(tokens, -1)
+        compressed = torch.cat(compressed, dim=1) if len(compressed) > 1 else compressed[0]
+        attended = self.attn(compressed, rope)  # [B, Li, A]
         del compressed
         mlp_modulation = self._modulation(2, 4)
         for rows in chunks:
-            gate_a, shift_m, scale_m, gate_m = mlp_modulation(patch_condition[rows]).chunk(4, dim=-1)
-            chunk = pixels[rows]
-            expanded = self.expand_from_attn(attended[rows]).view_as(chunk)
+            gate_a, shift_m, scale_m, gate_m = mlp_modulation(condition[:, rows]).chunk(4, dim=-1)
+            chunk = per_image[:, rows]
+            expanded = self.expand_from_attn(attended[:, rows]).view_as(chunk)
             updated = seams.gated_residual(chunk, gate_a, expanded)
             del expanded
-            pixels[rows] = seams.pit_pixel_mlp(
+            per_image[:, rows] = seams.pit_pixel_mlp(
                 updated,
                 self.norm2.weight,
                 shift_m,
