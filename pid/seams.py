@@ -71,7 +71,8 @@ def rmsnorm_modulate(
 @seam
 def swiglu(x: torch.Tensor, w1: torch.Tensor, w3: torch.Tensor) -> torch.Tensor:
     """The SwiGLU hidden layer silu(x w1^T) * (x w3^T): x [..., C], w1/w3 [H, C] -> [..., H]."""
-    return F.silu(F.linear(x, w1)) * F.linear(x, w3)
+    hidden = F.silu(F.linear(x, w1), inplace=True)  # in place: two [..., H] buffers live, not four
+    return hidden.mul_(F.linear(x, w3))
 
 
 @seam
@@ -126,6 +127,17 @@ def sigma_gate_split(
     return (x + torch.sigmoid(F.linear(x, weight_x) + lq_logit) * lq).to(x.dtype)
 
 
+# Pixels per chunk of the per-pixel work (PiT adaLN, compress, expand, MLP; the final layer):
+# whole patches, so its transient tensors stay near 75 MiB in bf16 whatever the image size.
+PIXEL_CHUNK = 1 << 17
+
+
+def pixel_chunks(tokens: int, pixels_per_patch: int) -> list[slice]:
+    """Slices of an image's `tokens` patches holding PIXEL_CHUNK pixels each (the last one fewer)."""
+    step = max(1, PIXEL_CHUNK // pixels_per_patch)
+    return [slice(start, min(start + step, tokens)) for start in range(0, tokens, step)]
+
+
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate adjacent channel pairs of x [B, N, H, D] by angles given as cos/sin [N, D/2]."""
     pairs = x.float().reshape(*x.shape[:-1], -1, 2)
@@ -135,29 +147,47 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     return rotated.flatten(-2).type_as(x)
 
 
+def _norm_rope_into(out, source, norm_weight, rope, offset: int) -> None:
+    """out[:, :, offset + n] = RoPE(RMSNorm(source[:, n])) for source [B, N, H, D], out [B, H, L, D]:
+    a chunk of tokens at a time, so the float32 temporaries stay chunk-sized (per-token math)."""
+    length, heads = source.shape[1], source.shape[2]
+    step = max(1, PIXEL_CHUNK // heads)
+    for start in range(0, length, step):
+        rows = slice(start, min(start + step, length))
+        normed = rms_norm.reference(source[:, rows], norm_weight)
+        if rope is not None:
+            normed = apply_rope(normed, rope[0][rows], rope[1][rows])
+        out[:, :, offset + rows.start : offset + rows.stop] = normed.transpose(1, 2)
+
+
 def _split_qkv_norm_rope(qkv, num_heads, q_norm_weight, k_norm_weight, rope):
     """Fused qkv [B, N, 3C] -> q, k, v as [B, H, N, D] with per-head RMSNorm and RoPE on q, k."""
-    batch, length, three_c = qkv.shape
-    head_dim = three_c // (3 * num_heads)
-    q, k, v = qkv.view(batch, length, 3, num_heads, head_dim).unbind(2)
-    q = rms_norm.reference(q, q_norm_weight)
-    k = rms_norm.reference(k, k_norm_weight)
-    if rope is not None:
-        q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-    return q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+    q, k, v, _, _ = joint_qkv(qkv, (q_norm_weight, k_norm_weight), rope, num_heads)
+    return q, k, v
 
 
 def joint_qkv(qkv_img, img_qk_norm, img_rope, num_heads, qkv_txt=None, txt_qk_norm=None, txt_rope=None,
               txt_key_mask=None):
     """The inputs of `attention`'s core: (q, k, v [B, H, Lt+Li, D], key mask [B, 1, 1, Lt+Li] or
-    None, Lt); text tokens first, as the release concatenates them."""
-    q, k, v = _split_qkv_norm_rope(qkv_img, num_heads, *img_qk_norm, img_rope)
-    text_len = 0
-    attn_mask = None
+    None, Lt); text tokens first, as the release concatenates them. Each stream's q and k get
+    their per-head RMSNorm and RoPE, written straight into the joint tensors."""
+    streams = [(qkv_img, img_qk_norm, img_rope)]
     if qkv_txt is not None:
-        q_txt, k_txt, v_txt = _split_qkv_norm_rope(qkv_txt, num_heads, *txt_qk_norm, txt_rope)
-        text_len = q_txt.shape[2]
-        q, k, v = torch.cat([q_txt, q], 2), torch.cat([k_txt, k], 2), torch.cat([v_txt, v], 2)
+        streams.insert(0, (qkv_txt, txt_qk_norm, txt_rope))
+    batch, three_c = qkv_img.shape[0], qkv_img.shape[-1]
+    head_dim = three_c // (3 * num_heads)
+    total = sum(qkv.shape[1] for qkv, _, _ in streams)
+    q, k, v = (qkv_img.new_empty(batch, num_heads, total, head_dim) for _ in range(3))
+    offset = 0
+    for qkv, (q_norm_weight, k_norm_weight), rope in streams:
+        length = qkv.shape[1]
+        q_in, k_in, v_in = qkv.view(batch, length, 3, num_heads, head_dim).unbind(2)
+        _norm_rope_into(q, q_in, q_norm_weight, rope, offset)
+        _norm_rope_into(k, k_in, k_norm_weight, rope, offset)
+        v[:, :, offset : offset + length] = v_in.transpose(1, 2)
+        offset += length
+    text_len = 0 if qkv_txt is None else qkv_txt.shape[1]
+    attn_mask = None
     if txt_key_mask is not None:
         image_keep = txt_key_mask.new_ones(txt_key_mask.shape[0], qkv_img.shape[1])
         attn_mask = torch.cat([txt_key_mask.bool(), image_keep.bool()], 1)[:, None, None, :]
@@ -226,10 +256,16 @@ def pixels_to_image(
     image_hw: tuple[int, int],
     patch_size: int,
 ) -> torch.Tensor:
-    """Final layer + un-patchify: RMSNorm, linear Dp -> 3, [B*Li, P2, Dp] -> [B, 3, H, W]."""
+    """Final layer + un-patchify: RMSNorm, linear Dp -> 3, [B*Li, P2, Dp] -> [B, 3, H, W].
+
+    A chunk of patches at a time, so the float32 statistics never copy the whole image's pixels."""
     height, width = image_hw
     grid_h, grid_w = height // patch_size, width // patch_size
-    rgb = F.linear(rms_norm.reference(pixels, norm_weight), weight, bias)
+    per_image = pixels.view(-1, grid_h * grid_w, *pixels.shape[1:])  # chunks of each image's patches
+    chunks = [F.linear(rms_norm.reference(per_image[:, rows], norm_weight), weight, bias)
+              for rows in pixel_chunks(grid_h * grid_w, pixels.shape[1])]
+    rgb = torch.cat(chunks, dim=1) if len(chunks) > 1 else chunks[0]
+    del chunks
     rgb = rgb.view(-1, grid_h, grid_w, patch_size, patch_size, rgb.shape[-1]).permute(0, 5, 1, 3, 2, 4)
     return rgb.reshape(rgb.shape[0], rgb.shape[1], height, width)
 
@@ -274,7 +310,8 @@ def sampler_update(
 
     t, t_next: 0-dim float32 tensors (fractions in [0, 1]).
     """
-    x0 = (x_t.double() - t.double() * velocity.double()).to(x_t.dtype)
+    # In place on the float64 copies: two image-sized float64 buffers live, not four.
+    x0 = x_t.to(torch.float64, copy=True).sub_(velocity.to(torch.float64, copy=True).mul_(t.double())).to(x_t.dtype)
     if noise is None:
         return x0
     return (1.0 - t_next) * x0 + t_next * noise

@@ -502,14 +502,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     roofline.add_argument("--predict", metavar="GPU", help="print each op's floor and the decode floor on GPU "
                           "(H100, H200, B200, GB200, RTX4090, RTX5090: datasheet rates) for --sizes (default 2048), "
                           "--batches (default 1), --precision, --steps, and exit")
-    roofline.add_argument("--config", help="with --predict: the architecture, a name of pid.configs (v1, v1.5, an "
+    roofline.add_argument("--config", help="with --predict or --memory: the architecture, a name of pid.configs (v1, v1.5, an "
                           "architecture or checkpoint name) or a JSON file (default: --checkpoint)")
     roofline.add_argument("--ceilings", type=Path, help="with --predict: measured ceilings of a device run "
                           "(its suite.json, environment.json or ops.csv) instead of GPU's datasheet")
-    roofline.add_argument("--json", action="store_true", help="with --predict: JSON instead of the table")
+    roofline.add_argument("--json", action="store_true", help="with --predict or --memory: JSON instead of the table")
     roofline.add_argument("--plot", type=Path, help="with --predict: write a roofline chart (PNG; needs matplotlib)")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: the reduced CPU network at 128², batch 1, no warm-up, 1 timed run of (a) and (c)")
+    from pid.bench import memory_report
+
+    memory_report.add_arguments(parser)
 
 
 def settings_from_args(args, command: str) -> BenchSettings:
@@ -569,13 +572,17 @@ def main(argv=None, prog: str = "pid bench", out_dir: Optional[Path] = None) -> 
     if out_dir is not None:
         parser.set_defaults(out_dir=Path(out_dir))
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(argv)
+    args, command = parser.parse_args(argv), " ".join([prog, *argv])
     if args.predict:
         from pid.bench.roofline import report_from_args
 
         print(report_from_args(args))
         return 0
-    run(settings_from_args(args, " ".join([prog, *argv])))
+    if args.memory:
+        from pid.bench import memory_report
+
+        return memory_report.run(args, command)
+    run(settings_from_args(args, command))
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Times NVIDIA's official PiD network in its own process, for `pid bench` paths (e) and (f).
+"""Times NVIDIA's official PiD network in its own process, for `pid bench` paths (e) and (f);
+with --memory, traces its peak memory on the meta device instead (`pid bench --memory`).
 
 A standalone script, never imported by our package: the official code's package
 is also named `pid`, so this process drops our checkout from sys.path, puts the
@@ -81,21 +82,24 @@ def _build(PidNet, config: dict, weights_path: str, device):
     return net.to(device).eval()
 
 
-def _decoder(net, t_list, steps: int, seed: int, device, autocast: bool):
+def _decoder(net, t_list, steps: int, seed: int, device, autocast: bool, amp=None):
+    """The release's 4-step loop; `amp` replaces torch.autocast (the memory trace's emulation)."""
     import torch
 
     t_fracs = torch.tensor(t_list, dtype=torch.float32)
+    amp = amp or torch.autocast
 
     @torch.no_grad()
     def decode(latent, captions, sigma):
         batch = latent.shape[0]
         height, width = decode.image_hw
-        generator = torch.Generator(device=device).manual_seed(seed)
+        # The meta device has no generator; its noise has no values anyway.
+        generator = None if device.type == "meta" else torch.Generator(device=device).manual_seed(seed)
         x = torch.randn(batch, 3, height, width, generator=generator, device=device, dtype=torch.float32)
         for step in range(steps):
             t_now, t_next = t_fracs[step], t_fracs[step + 1]
             t_scaled = (t_now * 1000.0).expand(batch).to(device)
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
+            with amp("cuda", dtype=torch.bfloat16, enabled=autocast):
                 velocity = decode.net(x, t_scaled, captions, lq_latent=latent, degrade_sigma=sigma)
             x0 = (x.double() - t_now.double().to(device) * velocity.double()).float()
             if t_next > 0:
@@ -115,6 +119,7 @@ def _load_ours(name: str):
     package, and these modules import nothing of ours but torch."""
     spec = importlib.util.spec_from_file_location(f"_pid_bench_{name}", Path(__file__).resolve().parent / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -202,13 +207,49 @@ def run(job: dict, official: Path) -> dict:
     return results
 
 
+def trace_memory(job: dict, official: Path) -> dict:
+    """Peak memory of the official 4-step loop, device-free: the network built on the meta device
+    in float32, each step under bfloat16 autocast (emulated by pid/bench/memory.py's tracker),
+    attention as a fused kernel. job: config, cases (name, image_hw, batch), caption_tokens,
+    steps, t_list."""
+    import torch
+
+    PidNet = _import_official(official)
+    memory = _load_ours("memory")
+    with torch.device("meta"):
+        net = PidNet(**job["config"]).eval()
+    weights = memory.storage_bytes(list(net.parameters()) + list(net.buffers()))
+    autocast = memory.Autocast(list(net.parameters()))
+    device = torch.device("meta")
+    decode = _decoder(net, job["t_list"], job["steps"], 0, device, autocast=True, amp=autocast)
+    results = {"weights_bytes": weights, "cases": {}}
+    for case in job["cases"]:
+        decode.image_hw = tuple(case["image_hw"])
+        batch, (height, width) = case["batch"], case["image_hw"]
+        latent_shape = case["latent_shape"]
+        with memory.LiveBytes() as tracker, memory.fused_attention(autocast):
+            latent = torch.randn(batch, *latent_shape, device=device)
+            captions = torch.randn(batch, job["caption_tokens"], job["config"]["txt_embed_dim"], device=device)
+            sigma = torch.zeros(batch, device=device)
+            images = decode(latent, captions, sigma)
+            del images, latent, captions, sigma
+        results["cases"][case["name"]] = {
+            "activation_peak_bytes": tracker.peak,
+            "at_peak": [vars(allocation) for allocation in tracker.at_peak(12)],
+        }
+        print(f"official memory {case['name']}: activation peak {tracker.peak / 2**30:.2f} GiB", flush=True)
+    results["environment"] = {"torch": torch.__version__, "autocast": "cuda bfloat16 (emulated on meta)"}
+    return results
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--official-path", required=True, help="a checkout of nv-tlabs/PiD")
     parser.add_argument("--job", required=True, help="job JSON written by pid.bench")
+    parser.add_argument("--memory", action="store_true", help="trace peak memory on the meta device instead of timing")
     args = parser.parse_args(argv)
     job = json.loads(Path(args.job).read_text())
-    results = run(job, Path(args.official_path))
+    results = (trace_memory if args.memory else run)(job, Path(args.official_path))
     Path(job["results"]).write_text(json.dumps(results, indent=1))
     return 0
 

@@ -304,12 +304,17 @@ def cmd_quantize(args) -> int:
 def cmd_bench(args) -> int:
     from pid.bench import decode as bench
 
+    command = " ".join(["pid", *args.raw_argv])
     if args.predict:
         from pid.bench.roofline import report_from_args
 
         print(report_from_args(args))
         return 0
-    bench.run(bench.settings_from_args(args, " ".join(["pid", *args.raw_argv])))
+    if args.memory:
+        from pid.bench import memory_report
+
+        return memory_report.run(args, command)
+    bench.run(bench.settings_from_args(args, command))
     return 0
 
 

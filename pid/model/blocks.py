@@ -187,32 +187,74 @@ class PiTBlock(nn.Module):
     def __init__(self, pixel_dim: int, patch_dim: int, patch_size: int, attn_dim: int, num_heads: int):
         super().__init__()
         self.pixel_dim = pixel_dim
-        pixels_per_patch = patch_size * patch_size
-        self.compress_to_attn = nn.Linear(pixels_per_patch * pixel_dim, attn_dim)
-        self.expand_from_attn = nn.Linear(attn_dim, pixels_per_patch * pixel_dim)
+        self.pixels_per_patch = patch_size * patch_size
+        self.compress_to_attn = nn.Linear(self.pixels_per_patch * pixel_dim, attn_dim)
+        self.expand_from_attn = nn.Linear(attn_dim, self.pixels_per_patch * pixel_dim)
         self.norm1 = RMSNorm(pixel_dim)
         self.attn = PixelAttention(attn_dim, num_heads)
         self.norm2 = RMSNorm(pixel_dim)
         self.mlp = PixelMLP(pixel_dim, 4 * pixel_dim)
-        self.adaLN_modulation = nn.Sequential(nn.Linear(patch_dim, MODULATION_CHUNKS * pixel_dim * pixels_per_patch))
+        self.adaLN_modulation = nn.Sequential(
+            nn.Linear(patch_dim, MODULATION_CHUNKS * pixel_dim * self.pixels_per_patch)
+        )
+
+    def _modulation(self, first: int, count: int):
+        """condition [..., C] -> adaLN vectors first..first+count-1 of each pixel, [..., P2, count*Dp].
+
+        The per-pixel modulation of a whole image is the largest tensor of a decode (768 MiB at
+        2048² in bf16); computing it a chunk and a few vectors at a time keeps it small. A plain
+        linear multiplies only the weight rows of those vectors (each output the same dot product
+        as in the full GEMM); any other module (pid.quant) runs whole and is sliced."""
+        linear = self.adaLN_modulation[0]
+        per_pixel = self.pixel_dim * count
+        if type(linear) is not nn.Linear:
+            return lambda condition: linear(condition).unflatten(-1, (self.pixels_per_patch, -1))[
+                ..., first * self.pixel_dim : first * self.pixel_dim + per_pixel
+            ]
+        rows = (self.pixels_per_patch, MODULATION_CHUNKS, self.pixel_dim)
+        weight = linear.weight.view(*rows, -1)[:, first : first + count].reshape(-1, linear.weight.shape[-1])
+        bias = linear.bias.view(rows)[:, first : first + count].reshape(-1)
+        return lambda condition: F.linear(condition, weight, bias).unflatten(-1, (self.pixels_per_patch, per_pixel))
 
     def forward(self, pixels: torch.Tensor, patch_condition: torch.Tensor, batch: int, rope) -> torch.Tensor:
-        """pixels [B*Li, P2, Dp], patch_condition [B*Li, C] -> pixels."""
-        tokens, pixels_per_patch, _ = pixels.shape
-        modulation = self.adaLN_modulation(patch_condition).view(tokens, pixels_per_patch, -1)
-        shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = modulation.chunk(MODULATION_CHUNKS, dim=-1)
-        attn_in = seams.rmsnorm_modulate(pixels, self.norm1.weight, shift_a, scale_a)
-        compressed = self.compress_to_attn(attn_in.reshape(batch, tokens // batch, -1))
-        expanded = self.expand_from_attn(self.attn(compressed, rope))
-        pixels = seams.gated_residual(pixels, gate_a, expanded.view_as(pixels))
-        return seams.pit_pixel_mlp(
-            pixels,
-            self.norm2.weight,
-            shift_m,
-            scale_m,
-            gate_m,
-            self.mlp.fc1.weight,
-            self.mlp.fc1.bias,
-            self.mlp.fc2.weight,
-            self.mlp.fc2.bias,
-        )
+        """pixels [B*Li, P2, Dp], patch_condition [B*Li, C] -> pixels (the input, updated in place).
+
+        Chunked over each image's patches (the same chunk of every image at once, so the loop
+        does not depend on the batch, which may be a dynamic dimension under torch.export): the
+        attention prologue (adaLN + compress) fills the compressed tokens chunk by chunk, then the
+        epilogue (expand, gated residual, MLP) writes each chunk of pixels back, so no per-pixel
+        intermediate of the whole image exists at once."""
+        per_image = pixels.view(batch, -1, *pixels.shape[1:])  # [B, Li, P2, Dp]
+        condition = patch_condition.view(batch, -1, patch_condition.shape[-1])  # [B, Li, C]
+        chunks = seams.pixel_chunks(per_image.shape[1], self.pixels_per_patch)
+        attention_modulation = self._modulation(0, 2)
+        compressed = []
+        for rows in chunks:
+            shift_a, scale_a = attention_modulation(condition[:, rows]).chunk(2, dim=-1)
+            attn_in = seams.rmsnorm_modulate(per_image[:, rows], self.norm1.weight, shift_a, scale_a)
+            compressed.append(self.compress_to_attn(attn_in.flatten(2)))
+            del shift_a, scale_a, attn_in  # before the next chunk's, not after
+        del attention_modulation
+        compressed = torch.cat(compressed, dim=1) if len(compressed) > 1 else compressed[0]
+        attended = self.attn(compressed, rope)  # [B, Li, A]
+        del compressed
+        mlp_modulation = self._modulation(2, 4)
+        for rows in chunks:
+            gate_a, shift_m, scale_m, gate_m = mlp_modulation(condition[:, rows]).chunk(4, dim=-1)
+            chunk = per_image[:, rows]
+            expanded = self.expand_from_attn(attended[:, rows]).view_as(chunk)
+            updated = seams.gated_residual(chunk, gate_a, expanded)
+            del expanded
+            per_image[:, rows] = seams.pit_pixel_mlp(
+                updated,
+                self.norm2.weight,
+                shift_m,
+                scale_m,
+                gate_m,
+                self.mlp.fc1.weight,
+                self.mlp.fc1.bias,
+                self.mlp.fc2.weight,
+                self.mlp.fc2.bias,
+            )
+            del gate_a, shift_m, scale_m, gate_m, updated
+        return pixels

@@ -41,7 +41,7 @@ class DecodeContext:
     grid_hw: tuple[int, int]
     text_tokens: torch.Tensor  # [B, Lt, C] projected captions + learned positions
     txt_key_mask: Optional[torch.Tensor]  # [B, Lt] bool, True = attend; None = attend to all
-    lq_features: list  # one [B, Li, C] per gated patch block
+    lq_features: Any  # LQFeatures: lq_features[i] is gated block i's [B, Li, C], computed when asked
     pit_lq_feature: Optional[torch.Tensor]  # [B, Li, C] (v1.5) or None
     degrade_sigma: torch.Tensor  # [B] float32
     patch_rope: tuple  # (cos, sin) [Li, Dh/2]
@@ -226,7 +226,7 @@ class PiDNet(nn.Module):
     def _pixel_positions(self, image_hw, device, dtype):
         return self._cached(
             ("pixel_positions", image_hw, device, dtype),
-            lambda: pixel_position_table(self.pixel_dim, *image_hw, device=device).to(dtype),
+            lambda: pixel_position_table(self.pixel_dim, *image_hw, device=device, dtype=dtype, band_pixels=seams.PIXEL_CHUNK),
         )
 
     # ---- the three stages -------------------------------------------------------------
@@ -249,7 +249,7 @@ class PiDNet(nn.Module):
         lq_features, pit_lq_feature = self.lq_proj(lq_latent.to(compute_dtype), grid_hw)
         if lq_mask is not None:
             keep = lq_mask.to(compute_dtype).view(-1, 1, 1)
-            lq_features = [feature * keep for feature in lq_features]
+            lq_features = lq_features.masked(keep)
             pit_lq_feature = None if pit_lq_feature is None else pit_lq_feature * keep
         patch_rope, text_rope, pixel_rope = self._rope_tables(grid_hw, text_len, y.device)
         txt_key_mask = None if caption_mask is None else caption_mask[:, :text_len].bool()
@@ -331,9 +331,11 @@ class PiDNet(nn.Module):
                 patch_condition, context.pit_lq_feature, context.degrade_sigma, self._lq_logit(context, -1)
             )
         patch_condition = patch_condition.reshape(-1, self.hidden_size)
+        del image_tokens, text_tokens  # not needed by the pixel blocks
 
         pix = self.pixel_embedder.proj
         pixels = seams.pixel_embed(x_t, pix.weight, pix.bias, context.pixel_positions, self.patch_size)
+        del x_t
         for block in self.pixel_blocks:
             pixels = block(pixels, patch_condition, batch, context.pixel_rope)
         return pixels

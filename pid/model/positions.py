@@ -77,14 +77,20 @@ def _sincos_1d(dim: int, positions: torch.Tensor) -> torch.Tensor:
     return torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
 
 
-def pixel_position_table(dim: int, height: int, width: int, device=None) -> torch.Tensor:
-    """Fixed 2-D sin-cos over every pixel of the image, [H*W, dim] float64, row-major.
+def pixel_position_table(dim: int, height: int, width: int, device=None, dtype=torch.float64,
+                         band_pixels: int = 1 << 17) -> torch.Tensor:
+    """Fixed 2-D sin-cos over every pixel of the image, [H*W, dim] in `dtype`, row-major.
 
-    The first half of the channels encodes the column, the second half the row.
-    """
-    rows, cols = torch.meshgrid(
-        torch.arange(height, dtype=torch.float64, device=device),
-        torch.arange(width, dtype=torch.float64, device=device),
-        indexing="ij",
-    )
-    return torch.cat([_sincos_1d(dim // 2, cols.reshape(-1)), _sincos_1d(dim // 2, rows.reshape(-1))], dim=1)
+    The first half of the channels encodes the column, the second half the row. Computed in
+    float64 a band of image rows (about `band_pixels` pixels) at a time and cast, so the
+    float64 table of a whole image (1 GiB at 2048²) never exists."""
+    table = torch.empty(height * width, dim, dtype=dtype, device=device)
+    cols = torch.arange(width, dtype=torch.float64, device=device)
+    rows_per_band = max(1, band_pixels // width)
+    for top in range(0, height, rows_per_band):
+        band_rows, band_cols = torch.meshgrid(
+            torch.arange(top, min(top + rows_per_band, height), dtype=torch.float64, device=device), cols, indexing="ij"
+        )
+        band = torch.cat([_sincos_1d(dim // 2, band_cols.reshape(-1)), _sincos_1d(dim // 2, band_rows.reshape(-1))], dim=1)
+        table[top * width : top * width + band.shape[0]] = band
+    return table

@@ -76,7 +76,7 @@ class RowSplit:
             context,
             image_hw=self.local_hw,
             grid_hw=(self.row_starts[self.rank + 1] - self.row_starts[self.rank], self.grid_w),
-            lq_features=[feature[:, cut] for feature in context.lq_features],
+            lq_features=context.lq_features.select_tokens(cut),
             pit_lq_feature=None if context.pit_lq_feature is None else context.pit_lq_feature[:, cut],
             gate_lq_logits=None if context.gate_lq_logits is None else [logit[:, cut] for logit in context.gate_lq_logits],
             pixel_positions=positions,

@@ -221,6 +221,7 @@ class Decoder:
             with timer.stage("unembed + update"):
                 fresh = draw(step + 1) if step + 1 < steps else None
                 x = net.unembed_update(pixels, inputs.image_hw, x, t_list[step], t_list[step + 1], fresh)
+            del pixels, fresh  # so step k's pixel tokens and noise are gone before step k+1 peaks
         return x
 
     def _context(self, inputs: DecodeInputs):
