@@ -197,7 +197,7 @@ def run(args, command: str) -> int:
     config = resolve_config(checkpoint)
     dtype = as_dtype(args.dtype or "bf16")
     tokens = args.caption_tokens or CAPTION_TOKENS
-    size, batch = _one(sizes, 2048, "--size"), _one(batches, 1, "--batch")
+    size, batch = _one(args.sizes, 2048, "--size"), _one(args.batches, 1, "--batch")
     official_path = args.official_path or (DEFAULT_OFFICIAL if DEFAULT_OFFICIAL.is_dir() else None)
     if args.memory_table:
         ours = {size: trace_ours(config, size, batch, tokens, args.steps, dtype) for size in TABLE_SIZES}
