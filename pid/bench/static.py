@@ -13,7 +13,8 @@ DIR/nvcc-<version>-<arch>.csv, one row per kernel variant, and the Markdown summ
 Gate (non-zero exit, one line per failure): a kernel that does not compile; any spill on sm_90a or
 sm_100a; a tensor-core kernel (its spec has mma_useful_fraction) without wgmma on sm_90a or tcgen05 on
 sm_100a, or without the operand type its spec claims (mma_operands); fewer CTAs per SM than its spec
-claims (ctas_per_sm, 1 if absent: 0 means its shared memory does not fit). ALLOWED lists the exceptions.
+claims (ctas_per_sm, 1 if absent: 0 means its shared memory does not fit); a softmax/MMA overlap other
+than the one its spec claims (softmax_overlap, the attention's tuning table). ALLOWED lists the exceptions.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[2]
 ARCHES = ("sm_90a", "sm_100a", "sm_120")
 COLUMNS = ("kernel", "variant", "arch", "triton", "regs", "spills", "smem_bytes", "num_warps", "num_stages",
            "ctas_per_sm", "mma", "tma", "head_dim", "softmax_overlap", "mma_useful_fraction", "main_loop_sass",
-           "mma_operands", "warp_specialized", "claimed_ctas_per_sm", "module", "shapes", "gate")
+           "mma_operands", "warp_specialized", "claimed_ctas_per_sm", "claimed_overlap", "module", "shapes", "gate")
 GATED_ARCHES = {"sm_90a": "wgmma", "sm_100a": "tcgen05"}
 # Tensor-core operand kinds (_sass.mma_operands) that satisfy a spec's mma_operands claim.
 OPERAND_KINDS = {"e4m3": ("e4m3", "f8f6f4")}
@@ -88,7 +89,7 @@ def _compile_triton(job: tuple[str, str, int]) -> dict:
                num_stages=spec["num_stages"], head_dim=spec.get("head_dim", ""), module=module,
                mma_useful_fraction=round(spec["mma_useful_fraction"], 3) if "mma_useful_fraction" in spec else "",
                claimed_ctas_per_sm=spec.get("ctas_per_sm", 1), shapes=spec.get("shapes", ""),
-               claimed_operands=spec.get("mma_operands", ""))
+               claimed_operands=spec.get("mma_operands", ""), claimed_overlap=spec.get("softmax_overlap", ""))
     try:
         facts = _sass.kernel_facts(_sass.compile_spec(spec), arch)
     except Exception as error:  # noqa: BLE001 (any compiler error is a finding, reported by the gate)
@@ -184,6 +185,9 @@ def failures(row: dict) -> list[tuple[str, str]]:
         found.append(("mma_operands", f"tensor cores run {row['mma_operands'] or 'nothing'}, no {claim} on {wanted}"))
     if row.get("claimed_ctas_per_sm", "") != "" and int(row["ctas_per_sm"]) < int(row["claimed_ctas_per_sm"]):
         found.append(("occupancy", f"{row['ctas_per_sm']} CTAs per SM, the op claims {row['claimed_ctas_per_sm']}"))
+    overlap = row.get("claimed_overlap", "")
+    if overlap and row["softmax_overlap"] != overlap:
+        found.append(("overlap", f"softmax overlap {row['softmax_overlap']}, the tuning table claims {overlap}"))
     return found
 
 

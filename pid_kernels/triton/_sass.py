@@ -3,8 +3,9 @@
 Every Triton op module has `compile_specs(arch) -> list[dict]`: one dict per kernel variant its
 launcher launches at PiD's real shapes (`pid_shapes`), holding `compile_for`'s keyword arguments
 plus the SPEC_INFO keys (`variant`; where they apply `head_dim`, `mma_useful_fraction` (the mark of
-a tensor-core kernel), `shapes`, the claims `ctas_per_sm` (occupancy, 1 if absent) and
-`mma_operands` (e.g. "e4m3": the tensor cores must read that type, see `mma_operands`)).
+a tensor-core kernel), `shapes`, the claims `ctas_per_sm` (occupancy, 1 if absent),
+`mma_operands` (e.g. "e4m3": the tensor cores must read that type, see `mma_operands`) and
+`softmax_overlap` (one of OVERLAP_KINDS or "none")).
 `compile_spec(spec)` compiles one. `compile_for(fn, signature, constexprs, arch, num_warps,
 num_stages)` compiles for sm_90a, sm_100a or sm_120 with the installed Triton (no GPU needed);
 `kernel_facts(compiled, arch)` reads the compiled kernel: registers, spills and shared memory
@@ -47,7 +48,7 @@ REGISTER_UNIT = 256
 SMEM_RESERVED_PER_CTA = 1024
 MAX_CTAS_PER_SM = 32
 OVERLAP_KINDS = ("wait_pending", "mma_partition", "consumer_warpgroups")
-SPEC_INFO = ("variant", "shapes", "head_dim", "mma_useful_fraction", "ctas_per_sm", "mma_operands")
+SPEC_INFO = ("variant", "shapes", "head_dim", "mma_useful_fraction", "ctas_per_sm", "mma_operands", "softmax_overlap")
 # SASS opcodes that issue tensor-core work: HGMMA (wgmma), UTC*MMA (tcgen05), HMMA/IMMA/QMMA (mma.sync).
 _MMA_OPCODE = re.compile(r"^(?:@!?U?P\w+\s+)?(?:HGMMA|UTC\w*MMA|HMMA|IMMA|QMMA|OMMA)\b")
 

@@ -70,7 +70,8 @@ ATTENTION_D128 (64 < head_dim <= 128) for the pointer kernel: BLOCK_M, BLOCK_N,
 num_warps, num_stages, FUSED_K_MAX_Q_TILES (fuse the key prologue when there are at
 most this many query tiles per head; it also decides pipelined vs pointer).
 ATTENTION_PIPELINED: BLOCK_M, BLOCK_N, num_warps, num_stages, WARP_SPECIALIZE, DEFER_PV
-(1: issue each P.V one key block later, under the next block's softmax).
+(1: issue each P.V one key block later, under the next block's softmax), SOFTMAX_OVERLAP
+(the overlap kind this schedule compiles to: the static report's gate holds it).
 ATTENTION_DISPATCH: ours or SDPA per head-dim class and length (`dispatch`).
 """
 
@@ -535,7 +536,8 @@ def _launched_specs(arch, table, shapes, head_dim, qkv_width, txt_len, img_len, 
             fn=_pipelined_attention_kernel, signature=signature, constexprs=constexprs, **launch,
             divisible=tuple(name for name in divisible if name in signature),
             variant=f"d{head_dim} {name}{' masked' if mask_keys else ''}",
-            mma_useful_fraction=mma_useful_fraction(head_dim, pipelined=True), **info,
+            mma_useful_fraction=mma_useful_fraction(head_dim, pipelined=True),
+            softmax_overlap=config("attention_pipelined", table)["SOFTMAX_OVERLAP"], **info,
         ))
         return specs
     scalars = {**ints, "eps": "fp32", "qk_scale": "fp32", "txt_keep": "*u8"}

@@ -185,7 +185,8 @@ def compile_specs(arch: str) -> list[dict]:
         specs.append(dict(fn=_pit_pixel_mlp_kernel, signature=signature, constexprs=constexprs, arch=arch,
                           num_warps=tuning["num_warps"], num_stages=NUM_STAGES,
                           variant=f"Dp16 {str(dtype).removeprefix('torch.')}",
-                          shapes="every PiT shape (one launch per 128 pixels)"))
+                          shapes="every PiT shape (one launch per 128 pixels)",
+                          mma_useful_fraction=1.0))  # Dp 16 and 4 * Dp fill the 16-wide MMA tiles
     return specs
 
 

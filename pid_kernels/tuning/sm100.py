@@ -15,7 +15,7 @@ ATTENTION_D128 = {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 8, "num_stages": 3
 # warp-specialized loop; head dim 72 as 64 + 16): tcgen05 issued from its own partition (12 warps; 16 at d72 on 3.6);
 # compiled (3.6 and 3.9, bf16, d64 / d72): 168 regs (128 on 3.6 d72), no spills, 84 / 106 KB smem, 1 CTA per SM, TMA. Not timed.
 # DEFER_PV 0: the softmax already runs beside the MMA partition; DEFER_PV 1 spills 504 / 664 B here (3.9).
-ATTENTION_PIPELINED = {"BLOCK_M": 128, "BLOCK_N": 128, "num_warps": 4, "num_stages": 2, "WARP_SPECIALIZE": 1, "DEFER_PV": 0}
+ATTENTION_PIPELINED = {"BLOCK_M": 128, "BLOCK_N": 128, "num_warps": 4, "num_stages": 2, "WARP_SPECIALIZE": 1, "DEFER_PV": 0, "SOFTMAX_OVERLAP": "mma_partition"}
 # Our attention or the best SDPA backend (plus its separate norm + RoPE), per head-dim class (d64: <= 64) and
 # joint tokens (long: > LONG_TOKENS). Unmeasured (no device run yet): ours everywhere until one says otherwise.
 ATTENTION_DISPATCH = {"d64_short": "ours", "d64_long": "ours", "d128_short": "ours", "d128_long": "ours",

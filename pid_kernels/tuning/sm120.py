@@ -16,7 +16,7 @@ ATTENTION_D128 = {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 8, "num_stages": 2
 # compiled (3.9, bf16, d64 / d72): 171 / 150 regs, no spills, 33 / 41 KB smem, 1 CTA per SM, TMA. Not timed.
 # DEFER_PV 0, as before: DEFER_PV 1 compiles (3.9: 168 regs, no spills) but mma.sync has no asynchronous group to
 # leave in flight, so any gain would come from ptxas's scheduling alone; nothing measured.
-ATTENTION_PIPELINED = {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 8, "num_stages": 2, "WARP_SPECIALIZE": 0, "DEFER_PV": 0}
+ATTENTION_PIPELINED = {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 8, "num_stages": 2, "WARP_SPECIALIZE": 0, "DEFER_PV": 0, "SOFTMAX_OVERLAP": "none"}
 # Our attention or the best SDPA backend (plus its separate norm + RoPE), per head-dim class (d64: <= 64) and
 # joint tokens (long: > LONG_TOKENS). Unmeasured (no device run yet): ours everywhere until one says otherwise.
 ATTENTION_DISPATCH = {"d64_short": "ours", "d64_long": "ours", "d128_short": "ours", "d128_long": "ours",

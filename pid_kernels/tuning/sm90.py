@@ -19,7 +19,7 @@ ATTENTION_D128 = {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 8, "num_stages": 3
 # d72 139-176 regs, 135 KB smem; no spills, 1 CTA per SM, wgmma, TMA. Not timed.
 # The previous choice, autoWS (num_warps 4, WARP_SPECIALIZE 1, DEFER_PV 0): 12 warps, 168 regs, no spills,
 # 99 / 120 KB, but each consumer waits for its wgmma before its softmax.
-ATTENTION_PIPELINED = {"BLOCK_M": 128, "BLOCK_N": 128, "num_warps": 8, "num_stages": 2, "WARP_SPECIALIZE": 0, "DEFER_PV": 1}
+ATTENTION_PIPELINED = {"BLOCK_M": 128, "BLOCK_N": 128, "num_warps": 8, "num_stages": 2, "WARP_SPECIALIZE": 0, "DEFER_PV": 1, "SOFTMAX_OVERLAP": "wait_pending"}
 # Our attention or the best SDPA backend (plus its separate norm + RoPE), per head-dim class (d64: <= 64) and
 # joint tokens (long: > LONG_TOKENS). Unmeasured (no device run yet): ours everywhere until one says otherwise.
 ATTENTION_DISPATCH = {"d64_short": "ours", "d64_long": "ours", "d128_short": "ours", "d128_long": "ours",

@@ -4,10 +4,10 @@ x' quantized per token, vs gated_residual_rmsnorm_modulate's reference + quantiz
 import pytest
 import torch
 
+from fp8_testing import assert_matches_quantized
 from kernel_testing import DEVICE, maybe_compiled, residual_args, with_dtypes
 from pid_kernels.runtime import interpreting
 from pid_kernels.triton import gated_residual_rmsnorm_modulate_fp8 as op
-from test_rmsnorm_modulate_fp8 import assert_matches_quantized
 
 
 def residual_modulate_args(batch, tokens, width, dtype, per_token=False, seed=0):

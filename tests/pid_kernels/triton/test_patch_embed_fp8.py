@@ -4,11 +4,11 @@ bias epilogue vs the seam's reference evaluated in float32."""
 import pytest
 import torch
 
+from fp8_testing import OUTPUT_RTOL
 from kernel_testing import DEVICE, maybe_compiled, with_dtypes
 from pid.quant.fp8 import quantize_rows
 from pid_kernels.runtime import interpreting
 from pid_kernels.triton import patch_embed_fp8 as op
-from test_sigma_gate_fp8 import OUTPUT_RTOL
 
 
 def patch_args(batch=2, hw=(48, 80), width=40, patch_size=16, dtype=torch.float32, seed=0):

@@ -5,29 +5,11 @@ composition, rmsnorm_modulate's reference followed by pid.quant.fp8.quantize_row
 import pytest
 import torch
 
+from fp8_testing import assert_matches_quantized
 from kernel_testing import DEVICE, maybe_compiled, residual_args, with_dtypes
 from pid.quant.fp8 import E4M3
 from pid_kernels.runtime import interpreting
 from pid_kernels.triton import rmsnorm_modulate_fp8 as op
-
-# Where the float32 summation order of the mean square moves a value across a rounding
-# boundary, fused and reference differ by one step there; this share of the values at most.
-MAX_FLIPPED = 1e-3
-
-
-def assert_matches_quantized(ours, reference, what):
-    """(values, scales) against the reference's: scales to float32 rounding, each value exact or
-    one e4m3 step away, and at most MAX_FLIPPED of them not exact."""
-    (values, scales), (ref_values, ref_scales) = ours, reference
-    assert values.dtype == E4M3 and scales.dtype == torch.float32, what
-    assert values.shape == ref_values.shape and scales.shape == ref_scales.shape, what
-    torch.testing.assert_close(scales, ref_scales, rtol=2e-6, atol=0, msg=what)
-    ours32, ref32 = values.float(), ref_values.float()
-    step = torch.where(ref32.abs() < 2**-6, torch.full_like(ref32, 2**-9), ref32.abs() * 2**-3)
-    assert ((ours32 - ref32).abs() <= step * 1.01).all(), f"{what}: a value is off by more than one e4m3 step"
-    flipped = (ours32 != ref32).float().mean().item()
-    assert flipped <= MAX_FLIPPED, f"{what}: {flipped:.2%} of the values differ"
-
 
 def modulate_args(batch, tokens, width, dtype, per_token=False, seed=0):
     x, _, weight, modulation = residual_args(batch, tokens, width, per_token, seed=seed)

@@ -75,13 +75,6 @@ def test_attention_compile_specs_name_every_argument(arch):
         assert spec["arch"] == arch and spec["head_dim"] in (64, 72)
 
 
-@pytest.mark.parametrize("arch,mma", [("sm_90a", "wgmma"), ("sm_100a", "tcgen05"), ("sm_120", "mma.sync")])
-def test_pit_pixel_mlp_compiles_to_tensor_cores_without_spills(arch, mma):
-    """Both per-pixel products on each arch's tensor-core path, as its docstring and the tables say."""
-    facts = compiled_facts("pid_kernels.triton.pit_pixel_mlp", arch, "Dp16 bfloat16")
-    assert facts["spills"] == 0 and facts["mma"] == mma, facts
-
-
 # cuobjdump -sass shapes: a setup block, a wait loop (no MMA), an MMA loop with a nested wait, an exit.
 SASS = """
         /*0000*/                   MOV R1, c[0x0][0x28] ;                  /* 0x00000a0000017a02 */

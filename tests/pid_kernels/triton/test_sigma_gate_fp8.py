@@ -4,13 +4,12 @@ reference ([x, lq] quantized per token, the emulated fp8 product) evaluated in f
 import pytest
 import torch
 
+from fp8_testing import OUTPUT_RTOL
 from kernel_testing import DEVICE, maybe_compiled, with_dtypes
 from pid.quant.fp8 import quantize_rows
 from pid_kernels.runtime import interpreting
 from pid_kernels.triton import sigma_gate_fp8 as op
 
-# The output is rounded once to its dtype; the float32 truth differs by that and summation order.
-OUTPUT_RTOL = {torch.float32: 1e-5, torch.bfloat16: 2**-8, torch.float16: 2**-11}
 
 
 def gate_args(batch=2, tokens=37, width=48, dtype=torch.float32, seed=0):
