@@ -245,16 +245,18 @@ class PiTBlock(nn.Module):
             expanded = self.expand_from_attn(attended[:, rows]).view_as(chunk)
             updated = seams.gated_residual(chunk, gate_a, expanded)
             del expanded
+            # The op takes pixels [B*Li, P2, Dp]: `updated` and the modulation chunk are fresh
+            # tensors, so folding the batch into the chunk's patches is a view.
             per_image[:, rows] = seams.pit_pixel_mlp(
-                updated,
+                updated.flatten(0, 1),
                 self.norm2.weight,
-                shift_m,
-                scale_m,
-                gate_m,
+                shift_m.flatten(0, 1),
+                scale_m.flatten(0, 1),
+                gate_m.flatten(0, 1),
                 self.mlp.fc1.weight,
                 self.mlp.fc1.bias,
                 self.mlp.fc2.weight,
                 self.mlp.fc2.bias,
-            )
+            ).view_as(chunk)
             del gate_a, shift_m, scale_m, gate_m, updated
         return pixels

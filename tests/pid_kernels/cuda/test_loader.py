@@ -32,7 +32,7 @@ def test_status_names_the_path_in_effect():
 
 def test_ops_are_registered_with_their_seams():
     for name, seam in CUDA_OPS.items():
-        op = pid_kernels.REGISTRY[name]
+        op = pid_kernels.BACKENDS_OF[name]["cuda"]  # the CUDA C++ backend, whichever the tables choose
         assert (op.seam, op.backend) == (seam, "cuda")
     for name in OPERATORS:  # schemas, fakes and CPU references exist with or without the library
         assert torch._C._dispatch_has_kernel_for_dispatch_key(f"pid_cuda::{name}", "CPU")
@@ -70,7 +70,7 @@ def production_args() -> dict:
 def test_production_shapes_are_supported_where_the_extension_loads():
     status = cuda_ext.load()
     with FakeTensorMode():
-        reasons = {name: pid_kernels.REGISTRY[name].supports(*args) for name, args in production_args().items()}
+        reasons = {name: pid_kernels.BACKENDS_OF[name]["cuda"].supports(*args) for name, args in production_args().items()}
     for name, refused in reasons.items():
         if status.available:
             assert refused == [], name
