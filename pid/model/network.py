@@ -186,13 +186,14 @@ class PiDNet(nn.Module):
         """(H, W) that a latent grid (zH, zW) decodes to (checked)."""
         return self.geometry.image_hw_for_latent(latent_hw)
 
+    # A parameter pid.quant never quantizes (it swaps Linears only), so it keeps the model dtype.
     @property
     def dtype(self) -> torch.dtype:
-        return self.s_embedder.proj.weight.dtype
+        return self.y_pos_embedding.dtype
 
     @property
     def device(self) -> torch.device:
-        return self.s_embedder.proj.weight.device
+        return self.y_pos_embedding.device
 
     # ---- step-invariant tables ------------------------------------------------------
     def _cached(self, key, build):
@@ -300,12 +301,19 @@ class PiDNet(nn.Module):
             x_t, t, t_next, noise,
         )
 
+    def _patch_embed(self, x_t: torch.Tensor) -> torch.Tensor:
+        proj = self.s_embedder.proj
+        mode = getattr(proj, "mode", None)  # pid.quant's FP8Linear, when the policy quantized it
+        if mode == "fp8":
+            return seams.patch_embed_fp8(x_t, proj.weight, proj.weight_scale, proj.bias, self.patch_size)
+        weight = proj.dequantized_weight(x_t.dtype) if mode == "fp8_weight" else proj.weight
+        return seams.patch_embed(x_t, weight, proj.bias, self.patch_size)
+
     def pixel_features(self, x_t: torch.Tensor, context: DecodeContext, conditioning: StepConditioning):
         """Everything but the final layer: x_t [B, 3, H, W] -> pixel tokens [B*Li, P2, Dp]."""
         batch = x_t.shape[0]
         x_t = x_t.to(self.dtype)
-        proj = self.s_embedder.proj
-        image_tokens = seams.patch_embed(x_t, proj.weight, proj.bias, self.patch_size)
+        image_tokens = self._patch_embed(x_t)
         text_tokens = context.text_tokens
         last = len(self.patch_blocks) - 1
         for index, block in enumerate(self.patch_blocks):

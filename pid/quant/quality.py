@@ -139,6 +139,7 @@ SENSITIVITY_GROUPS = {
     "LQ adapter heads": ("lq_proj.output_heads.*", "lq_proj.pit_head"),
     "caption embedder": ("y_embedder.*",),
     "sigma gates": ("*.content_proj",),
+    "patch embedding": ("s_embedder.proj",),
 }
 
 

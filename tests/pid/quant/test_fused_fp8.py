@@ -14,12 +14,16 @@ from pid.seams import QuantizedRows
 from pid_kernels.runtime import interpreting
 from tiny import tiny_inputs, tiny_net
 
-FP8_OPS = ["rmsnorm_modulate_fp8", "gated_residual_rmsnorm_modulate_fp8", "sigma_gate_fp8"]
-# The default policy plus the sigma gates in fp8, so every fused fp8 op of the decode runs.
-FP8_GATES = Policy((Rule("*.content_proj", "fp8", "test: the fp8 gate GEMM"),) + Policy().rules)
+FP8_OPS = ["rmsnorm_modulate_fp8", "gated_residual_rmsnorm_modulate_fp8", "sigma_gate_fp8", "patch_embed_fp8"]
+# The default policy plus the sigma gates and the patch embedding in fp8, so every fused fp8 op
+# of the decode runs.
+FP8_ALL = Policy(
+    (Rule("*.content_proj", "fp8", "test: the fp8 gate GEMM"), Rule("s_embedder.proj", "fp8", "test: fp8 patch GEMM"))
+    + Policy().rules
+)
 
 
-def quantized_tiny(policy=FP8_GATES):
+def quantized_tiny(policy=FP8_ALL):
     net = tiny_net()
     quantize_model(net, policy)
     return net
@@ -58,6 +62,7 @@ def test_fused_decode_equals_the_emulation():
     assert calls["rmsnorm_modulate_fp8"] == steps * 2 * blocks
     assert calls["gated_residual_rmsnorm_modulate_fp8"] == steps * (2 * blocks - 1)
     assert calls["sigma_gate_fp8"] > 0
+    assert calls["patch_embed_fp8"] == steps
     torch.testing.assert_close(fused, emulated, **DECODE_TOLERANCE[torch.float32])
 
 
@@ -65,7 +70,7 @@ def test_compile_report_lists_the_fused_fp8_ops():
     decoder = pid.compile(pid.Decoder(tiny_net()), pid.CompileConfig(precision="fp8", cuda_graphs=False))
     try:
         report = str(decoder.pid_compile_report)
-        for name in FP8_OPS + ["patch_embed_fp8"]:
+        for name in FP8_OPS:
             assert f"triton op {name}" in report, report
         assert "fp8 GEMM inputs made by their adaLN producers" in report, report
     finally:

@@ -9,7 +9,7 @@ import pid
 from pid.quant import quantize_model
 from pid.quant.linear import FP8Linear
 from pid.quant.policy import Policy, Rule, load_policy, plan
-from tiny import TINY_V15, tiny_net
+from tiny import TINY_V15, tiny_inputs, tiny_net
 
 
 def test_every_layer_gets_a_precision_and_a_reason():
@@ -22,6 +22,7 @@ def test_every_layer_gets_a_precision_and_a_reason():
     assert layers.linears["patch_blocks.0.attn.qkv_x"].precision == "fp8"
     assert layers.linears["patch_blocks.0.adaLN_modulation_img.0"].precision == "fp8_weight"
     assert layers.linears["final_layer.linear"].precision == "bf16"
+    assert layers.linears["s_embedder.proj"].precision == "bf16"  # patch_embed_fp8 only when a rule asks
     assert layers.attentions["pixel_blocks.1.attn"].precision == "fp8"
 
 
@@ -29,6 +30,30 @@ def test_raw_weight_layers_cannot_be_asked_for_fp8():
     policy = Policy((Rule("final_layer.linear", "fp8", "test"),))
     with pytest.raises(ValueError, match="final_layer.linear, which can only be bf16"):
         plan(tiny_net(), policy)
+
+
+def test_default_policy_keeps_the_patch_embedding_in_bf16():
+    net = tiny_net().to(torch.bfloat16)
+    quantize_model(net)
+    assert type(net.s_embedder.proj) is torch.nn.Linear and net.s_embedder.proj.weight.dtype == torch.bfloat16
+    assert net.pid_quant.layers["s_embedder.proj"][1].startswith("patch embedding: ")
+
+
+def test_an_fp8_patch_embedding_leaves_the_model_dtype_bf16():
+    net = tiny_net().to(torch.bfloat16)
+    quantize_model(net, Policy((Rule("s_embedder.proj", "fp8", "test"),) + Policy().rules))
+    assert net.s_embedder.proj.weight.dtype == torch.float8_e4m3fn and net.dtype == torch.bfloat16
+
+
+def test_an_fp8_weight_patch_embedding_runs_on_its_dequantized_weight():
+    net = tiny_net().to(torch.bfloat16)
+    quantize_model(net, Policy((Rule("s_embedder.proj", "fp8_weight", "test"),) + Policy().rules))
+    dense = tiny_net().to(torch.bfloat16)
+    quantize_model(dense)
+    with torch.no_grad():
+        dense.s_embedder.proj.weight.copy_(net.s_embedder.proj.dequantized_weight(torch.bfloat16))
+    inputs = tiny_inputs(net, batch=1, image_hw=(32, 64))
+    assert torch.equal(pid.Decoder(net).decode(*inputs, seed=3), pid.Decoder(dense).decode(*inputs, seed=3))
 
 
 def test_quantize_model_swaps_layers_and_keeps_the_release_keys():

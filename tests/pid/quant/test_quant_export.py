@@ -15,6 +15,7 @@ from pid.cli import commands as cli
 from pid.io.captions import save_caption_embeds
 from pid.quant import quantize_model
 from pid.quant.linear import FP8Linear
+from pid.quant.policy import load_policy
 from tiny import TINY_V15, tiny_inputs, tiny_net
 
 
@@ -46,6 +47,19 @@ def test_quantize_export_loads_back_identically(checkpoint, tmp_path, capsys):
     expected = pid.load(checkpoint, precision="fp8")
     assert torch.equal(_decode(loaded), _decode(expected))
     assert isinstance(pid.load(out.parent).patch_blocks[0].mlp_x.w1, FP8Linear)  # a directory finds it
+
+
+def test_an_fp8_patch_embedding_export_round_trips(checkpoint, tmp_path):
+    policy_file = tmp_path / "policy.json"
+    policy_file.write_text('{"rules": [{"pattern": "s_embedder.proj", "precision": "fp8"}]}')
+    out = tmp_path / "tiny_fp8.safetensors"
+    assert cli.main(["quantize", "--checkpoint", str(checkpoint), "--out", str(out), "--policy", str(policy_file)]) == 0
+    assert load_file(str(out))["net.s_embedder.proj.weight"].dtype == torch.float8_e4m3fn
+    loaded = pid.load(out)
+    assert loaded.dtype == torch.bfloat16 and loaded.s_embedder.proj.mode == "fp8"
+    expected = pid.load(checkpoint, dtype=torch.bfloat16)
+    quantize_model(expected, load_policy(policy_file))
+    assert torch.equal(_decode(loaded), _decode(expected))
 
 
 def test_an_export_with_dequantized_tensors_is_refused(checkpoint, tmp_path):
