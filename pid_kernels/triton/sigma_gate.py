@@ -163,6 +163,16 @@ def _sigma_gate_fake(x, lq, weight, bias, log_alpha, sigma):
     return torch.empty_like(x)
 
 
+def epilogue_reasons(log_alpha: torch.Tensor, sigma: torch.Tensor, batch: int) -> list[str]:
+    """Why the gate epilogue's scalars do not fit (shared with the fp8 gate, sigma_gate_fp8)."""
+    reasons = []
+    if log_alpha.numel() != 1:
+        reasons.append(f"log_alpha has {log_alpha.numel()} elements, expected 1")
+    if tuple(sigma.shape) != (batch,):
+        reasons.append(f"sigma {tuple(sigma.shape)} is not [B] = [{batch}]")
+    return reasons
+
+
 def supports(x, lq, weight, bias, log_alpha, sigma) -> list[str]:
     reasons = triton_device_reasons(x, lq, weight, bias, log_alpha, sigma)
     reasons += dtype_reasons(FLOAT_DTYPES, x, lq, weight, bias, log_alpha, sigma)
@@ -183,11 +193,7 @@ def supports(x, lq, weight, bias, log_alpha, sigma) -> list[str]:
         reasons.append(f"bias {tuple(bias.shape)} does not match weight {tuple(weight.shape)}")
     if weight.shape[0] == 1 and triton.next_power_of_2(width) > MAX_PER_TOKEN_WIDTH:
         reasons.append(f"per-token gate wider than {MAX_PER_TOKEN_WIDTH} channels")
-    if log_alpha.numel() != 1:
-        reasons.append(f"log_alpha has {log_alpha.numel()} elements, expected 1")
-    if tuple(sigma.shape) != (batch,):
-        reasons.append(f"sigma {tuple(sigma.shape)} is not [B] = [{batch}]")
-    return reasons
+    return reasons + epilogue_reasons(log_alpha, sigma, batch)
 
 
 def compile_specs(arch: str) -> list[dict]:

@@ -18,6 +18,7 @@ from pid.quant import triton_gemm  # a module: it imports pid_kernels, which imp
 from pid_kernels.registry import KernelOp, register
 from pid_kernels.runtime import FLOAT_DTYPES, dtype_reasons, triton_device_reasons
 from pid_kernels.triton.rmsnorm_modulate_fp8 import FP8_CAPABILITY
+from pid_kernels.triton.sigma_gate import epilogue_reasons
 
 reference = seams.sigma_gate_fp8.reference
 
@@ -59,11 +60,7 @@ def supports(x, lq, weight, weight_scale, bias, log_alpha, sigma) -> list[str]:
         reasons.append(f"K = 2C = {2 * width} is not a multiple of {triton_gemm.K_MULTIPLE} (16-byte e4m3 rows)")
     if tuple(weight_scale.shape) != (weight.shape[0],) or tuple(bias.shape) != (weight.shape[0],):
         reasons.append(f"weight_scale {tuple(weight_scale.shape)} / bias {tuple(bias.shape)} do not match weight")
-    if log_alpha.numel() != 1:
-        reasons.append(f"log_alpha has {log_alpha.numel()} elements, expected 1")
-    if tuple(sigma.shape) != (batch,):
-        reasons.append(f"sigma {tuple(sigma.shape)} is not [B] = [{batch}]")
-    return reasons
+    return reasons + epilogue_reasons(log_alpha, sigma, batch)
 
 
 register(KernelOp("sigma_gate_fp8", "sigma_gate_fp8", "triton", sigma_gate_fp8, supports, capability=FP8_CAPABILITY))
